@@ -1,0 +1,158 @@
+"""Hyperparameters: validation at construction and resolution at update time.
+
+A hyperparameter is a scalar (a Python number, a NumPy or JAX scalar), a
+schedule (a callable of the step count), or a pytree that is a prefix of the
+params whose leaves are scalars or schedules. Values known at construction are
+checked there; traced values (inside ``jax.jit``, or injected by
+``optax.inject_hyperparams``) and the values a schedule returns cannot be, and
+are used as given.
+"""
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Scalar: TypeAlias = float | int | jax.Array | np.ndarray | np.generic
+Schedule: TypeAlias = Callable[[jax.Array], Any]
+ScalarOrSchedule: TypeAlias = Scalar | Schedule
+HyperParam: TypeAlias = ScalarOrSchedule | Any
+"""A scalar, a schedule, or a pytree prefix of the params of those."""
+
+_SCALAR_TYPES = (numbers.Number, np.ndarray, np.generic, jax.Array)
+
+
+def is_per_leaf(value: Any) -> bool:
+    """Whether ``value`` is a pytree of per-leaf values rather than one value."""
+    return not (callable(value) or isinstance(value, _SCALAR_TYPES))
+
+
+def is_static_zero(value: Any) -> bool:
+    """Whether ``value`` is zero and known without tracing (a Python number).
+
+    JAX arrays never count, even concrete ones: ``optax.inject_hyperparams``
+    passes arrays at ``init`` and tracers at ``update``, and the two must make
+    the same decisions about the state's structure.
+    """
+    leaves = jax.tree.leaves(value, is_leaf=callable)
+    return bool(leaves) and all(
+        isinstance(leaf, numbers.Real | np.generic)
+        and not isinstance(leaf, bool | np.bool_)
+        and leaf == 0
+        for leaf in leaves
+    )
+
+
+def _format_interval(low: float, high: float) -> str:
+    if math.isinf(high):
+        return f">= {low:g}"
+    return f"in [{low:g}, {high:g}]"
+
+
+def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
+    if callable(leaf) or isinstance(leaf, jax.core.Tracer):
+        return  # Schedules and traced values are only known when run.
+    allowed = "a float, a JAX scalar, a schedule, or a pytree of those"
+    if isinstance(leaf, bool | np.bool_) or not isinstance(leaf, _SCALAR_TYPES):
+        raise TypeError(
+            f"{name} must be {allowed}; got {leaf!r} of type {type(leaf).__name__}."
+        )
+    array = np.asarray(leaf)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"{name} must be real-valued; got {leaf!r} with dtype {array.dtype}.")
+    if not np.all((array >= low) & (array <= high)):
+        raise ValueError(
+            f"{name} must be {_format_interval(low, high)}; got {leaf!r}."
+        )
+
+
+def check_hyperparam(name: str, value: Any, *, low: float, high: float) -> None:
+    """Checks every statically known value of a hyperparameter.
+
+    Args:
+        name: The argument's name, used in the error message.
+        value: A scalar, a schedule or a pytree of those.
+        low: Smallest allowed value (inclusive).
+        high: Largest allowed value (inclusive), ``math.inf`` for none.
+
+    Raises:
+        TypeError: A leaf is not a real number, a JAX scalar or a callable.
+        ValueError: A known leaf is outside ``[low, high]`` or is NaN.
+    """
+    if not is_per_leaf(value):
+        _check_leaf(name, value, low, high)
+        return
+    leaves = jax.tree_util.tree_leaves_with_path(value, is_leaf=callable)
+    if not leaves:
+        raise ValueError(f"{name} is a pytree with no values: {value!r}.")
+    for path, leaf in leaves:
+        _check_leaf(f"{name}{jax.tree_util.keystr(path)}", leaf, low, high)
+
+
+def check_prefix(name: str, value: Any, tree: Any, what: str = "params") -> None:
+    """Checks that a per-leaf hyperparameter is a prefix of ``tree``.
+
+    Raises:
+        ValueError: Naming the argument and showing both structures.
+    """
+    if not is_per_leaf(value):
+        return
+    try:
+        jax.tree.map(lambda *_: None, value, tree, is_leaf=callable)
+    except ValueError:
+        value_structure = jax.tree.structure(value, is_leaf=callable)
+        raise ValueError(
+            f"{name} is a pytree of per-leaf values, so its structure must be a "
+            f"prefix of the {what}' structure.\n  {name}: {value_structure}\n"
+            f"  {what}: {jax.tree.structure(tree)}"
+        ) from None
+
+
+def resolve(value: Any, count: jax.Array, like: Any) -> Any:
+    """Evaluates schedules at ``count`` and broadcasts the result onto ``like``.
+
+    Returns:
+        A pytree with the structure of ``like`` whose leaves are the value that
+        applies to each leaf of ``like`` (a number or a scalar array).
+    """
+
+    def evaluate(leaf: Any) -> Any:
+        return leaf(count) if callable(leaf) else leaf
+
+    if not is_per_leaf(value):
+        current = evaluate(value)
+        return jax.tree.map(lambda _: current, like)
+    current = jax.tree.map(evaluate, value, is_leaf=callable)
+    return jax.tree.map(
+        lambda leaf, subtree: jax.tree.map(lambda _: leaf, subtree), current, like
+    )
+
+
+def check_dtype(name: str, dtype: Any) -> jnp.dtype | None:
+    """Checks a floating dtype argument and returns it canonicalized.
+
+    Raises:
+        TypeError: ``dtype`` does not name a dtype.
+        ValueError: It is not a real floating dtype, or it needs 64-bit mode.
+    """
+    if dtype is None:
+        return None
+    try:
+        result = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a dtype such as jnp.float32; got {dtype!r}.") from None
+    if not jnp.issubdtype(result, jnp.floating):
+        raise ValueError(
+            f"{name} must be a real floating dtype (float16, bfloat16, float32, "
+            f"float64); got {result}."
+        )
+    if jax.dtypes.canonicalize_dtype(result) != result:
+        raise ValueError(
+            f"{name}={result} needs 64-bit mode: enable it with "
+            "jax.config.update('jax_enable_x64', True)."
+        )
+    return result

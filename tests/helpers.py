@@ -1,0 +1,117 @@
+"""Shared test fixtures: pytrees, gradient streams, devices and step loops."""
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Tolerances for comparing runs that compute the same formula with a different
+# order of floating-point operations. One rounding is 6e-8 in float32 and
+# 1.1e-16 in float64; a 100-step run with momentum 0.9 sums up to ~100 of them
+# on values of order 1-10, so 1e-5 (f32) and 1e-12 (f64) leave a 10x margin while
+# any formula error (a missing factor mu or lr, an off-by-one step) is >= 1e-3.
+TOL = {
+    jnp.dtype(jnp.float32): {"rtol": 1e-5, "atol": 1e-6},
+    jnp.dtype(jnp.float64): {"rtol": 1e-12, "atol": 1e-12},
+}
+
+# CI sets this so that a missing optional reference (torch, flax) fails the run
+# instead of silently skipping the tests that need it.
+REQUIRE_OPTIONAL = os.environ.get("MOMENTAX_REQUIRE_OPTIONAL") == "1"
+
+
+def optional_import(name: str) -> Any:
+    """Imports an optional test dependency, or returns None (fails under CI)."""
+    try:
+        return __import__(name)
+    except ImportError:
+        if REQUIRE_OPTIONAL:
+            raise
+        return None
+
+
+def _gpu() -> jax.Device | None:
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+# Every backend the comparisons run on: the CPU always, a GPU when JAX sees one.
+DEVICES: dict[str, jax.Device | None] = {"cpu": jax.devices("cpu")[0], "gpu": _gpu()}
+
+
+def device_or_skip(test: Any, name: str) -> jax.Device:
+    """Returns the named device, or skips ``test`` when it is not present."""
+    device = DEVICES[name]
+    if device is None:
+        test.skipTest(f"no {name.upper()} visible to JAX")
+    return device
+
+
+def warmup_then_decay(count: Any) -> jax.Array:
+    """A learning-rate schedule that rises for 10 steps, then decays by 3% a step.
+
+    Written with explicit casts so that it runs under strict dtype promotion
+    (several Optax schedules do not); its values are in the default float dtype.
+    """
+    step = jnp.asarray(count, dtype=float)
+    warmup = jnp.minimum((step + 1.0) / 10.0, 1.0)
+    return 0.1 * warmup * 0.97 ** jnp.maximum(step - 10.0, 0.0)
+
+
+def nested_params(dtype: Any = jnp.float32) -> Any:
+    """Params mixing dicts, tuples, lists, scalars and matrices."""
+    rng = np.random.default_rng(0)
+
+    def leaf(*shape: int) -> jax.Array:
+        return jnp.asarray(rng.normal(size=shape), dtype)
+
+    return {
+        "dense": {"w": leaf(3, 4), "b": leaf(4)},
+        "blocks": [leaf(), (leaf(2), leaf(1, 1))],
+        "scale": leaf(),
+    }
+
+
+def gradient_stream(params: Any, steps: int, seed: int = 1) -> list[Any]:
+    """``steps`` random gradients shaped like ``params``, reproducible."""
+    rng = np.random.default_rng(seed)
+    return [
+        jax.tree.map(
+            lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params
+        )
+        for _ in range(steps)
+    ]
+
+
+def run(
+    opt: optax.GradientTransformation,
+    params: Any,
+    grads: Sequence[Any],
+    wrap: Callable[[Callable], Callable] = lambda f: f,
+) -> tuple[Any, Any]:
+    """Applies ``opt`` to ``grads`` in turn; returns the final params and state.
+
+    ``wrap`` is a chex variant (jit or not) applied to the step function.
+    """
+
+    def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    step = wrap(step)
+    state = opt.init(params)
+    for g in grads:
+        params, state = step(params, state, g)
+    return params, state
+
+
+def assert_on_device(tree: Any, device: jax.Device) -> None:
+    for leaf in jax.tree.leaves(tree):
+        assert leaf.devices() == {device}, (leaf.devices(), device)
+
