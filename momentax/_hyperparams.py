@@ -57,6 +57,8 @@ def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
     if callable(leaf) or isinstance(leaf, jax.core.Tracer):
         return  # Schedules and traced values are only known when run.
     allowed = "a float, a JAX scalar, a schedule, or a pytree of those"
+    if leaf is None:
+        raise TypeError(f"{name} must be {allowed}; got None (use 0 to turn it off).")
     if isinstance(leaf, bool | np.bool_) or not isinstance(leaf, _SCALAR_TYPES):
         raise TypeError(
             f"{name} must be {allowed}; got {leaf!r} of type {type(leaf).__name__}."
@@ -83,7 +85,7 @@ def check_hyperparam(name: str, value: Any, *, low: float, high: float) -> None:
         TypeError: A leaf is not a real number, a JAX scalar or a callable.
         ValueError: A known leaf is outside ``[low, high]`` or is NaN.
     """
-    if not is_per_leaf(value):
+    if value is None or not is_per_leaf(value):
         _check_leaf(name, value, low, high)
         return
     leaves = jax.tree_util.tree_leaves_with_path(value, is_leaf=callable)

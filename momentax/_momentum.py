@@ -82,6 +82,14 @@ def _velocity_dtype(param_dtype: Any, accumulator_dtype: jnp.dtype | None) -> An
     return accumulator_dtype
 
 
+def _wider_dtype(a: Any, b: Any) -> Any:
+    """The dtype both ``a`` and ``b`` convert to, even under strict promotion."""
+    if a == b:
+        return a
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.promote_types(a, b)
+
+
 def _check_structure(updates: Any, other: Any, what: str) -> None:
     updates_structure = jax.tree.structure(updates)
     other_structure = jax.tree.structure(other)
@@ -141,7 +149,7 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
         params_or_updates = params if decayed else updates
 
         def leaf_step(g, v, p, lr, mu):
-            dtype = jnp.promote_types(g.dtype, v.dtype) if has_velocity else g.dtype
+            dtype = _wider_dtype(g.dtype, v.dtype) if has_velocity else g.dtype
             x = g.astype(dtype)
             if settings.maximize:
                 x = -x
@@ -152,9 +160,12 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
             new_v = None
             if has_velocity:
                 mu = jnp.asarray(mu, dtype)
-                if damped:  # First step undamped (b_1 = g_1), as in torch.optim.SGD.
+                if damped:
+                    # As in torch.optim.SGD, the first step is undamped (b_1 = g_1)
+                    # and dampening does nothing without momentum.
                     keep = 1 - jnp.asarray(settings.dampening, dtype)
-                    x_in = jnp.where(count == 0, jnp.ones_like(keep), keep) * x
+                    undamped = (count == 0) | (mu == 0)
+                    x_in = jnp.where(undamped, jnp.ones_like(keep), keep) * x
                 else:
                     x_in = x
                 new_v = mu * v.astype(dtype) + x_in

@@ -1,5 +1,6 @@
 """Shared test fixtures: pytrees, gradient streams, devices and step loops."""
 
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ REQUIRE_OPTIONAL = os.environ.get("MOMENTAX_REQUIRE_OPTIONAL") == "1"
 def optional_import(name: str) -> Any:
     """Imports an optional test dependency, or returns None (fails under CI)."""
     try:
-        return __import__(name)
+        return importlib.import_module(name)
     except ImportError:
         if REQUIRE_OPTIONAL:
             raise
@@ -115,3 +116,35 @@ def assert_on_device(tree: Any, device: jax.Device) -> None:
     for leaf in jax.tree.leaves(tree):
         assert leaf.devices() == {device}, (leaf.devices(), device)
 
+
+
+def reference_momentum(
+    params: np.ndarray,
+    grads: Sequence[np.ndarray],
+    *,
+    learning_rate: Callable[[int], float],
+    momentum: float,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+    convention: str = "sutskever",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The documented update rules, step by step in NumPy float64.
+
+    Returns the final params and the final velocity (zeros without momentum).
+    """
+    p = np.array(params, np.float64)
+    v = np.zeros_like(p)
+    for t, g in enumerate(grads):
+        lr = learning_rate(t)
+        g = (-1.0 if maximize else 1.0) * np.asarray(g, np.float64) + weight_decay * p
+        c = 1.0 if t == 0 or momentum == 0 else 1.0 - dampening
+        if convention == "pytorch":
+            v = momentum * v + c * g
+            update = -lr * (g + momentum * v if nesterov else v)
+        else:
+            v = momentum * v - c * lr * g
+            update = momentum * v - lr * g if nesterov else v
+        p = p + update
+    return p, v

@@ -1,0 +1,153 @@
+"""Bad input fails early, with a message naming the argument, value and range."""
+
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import momentax
+
+PARAMS = {"k": jnp.zeros([3]), "b": jnp.zeros([])}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"learning_rate": -0.1}, "learning_rate must be >= 0; got -0.1"),
+        ({"learning_rate": float("nan")}, "learning_rate must be >= 0; got nan"),
+        ({"learning_rate": jnp.array(-1.0)}, "learning_rate must be >= 0"),
+        ({"learning_rate": {"k": 0.1, "b": -0.2}}, "learning_rate['b'] must be >= 0"),
+        ({"momentum": 1.5}, "momentum must be in [0, 1]; got 1.5"),
+        ({"momentum": -0.1}, "momentum must be in [0, 1]; got -0.1"),
+        ({"momentum": {"k": 0.9, "b": 2.0}}, "momentum['b'] must be in [0, 1]"),
+        ({"dampening": 1.1}, "dampening must be in [0, 1]; got 1.1"),
+        ({"dampening": -0.5}, "dampening must be in [0, 1]; got -0.5"),
+        ({"weight_decay": -1e-4}, "weight_decay must be >= 0; got -0.0001"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov=True requires momentum > 0"),
+        ({"nesterov": True, "dampening": 0.1}, "nesterov=True requires dampening=0"),
+        (
+            {"convention": "keras"},
+            "convention must be one of 'sutskever', 'pytorch'; got 'keras'",
+        ),
+        ({"accumulator_dtype": jnp.int32}, "accumulator_dtype must be a real floating"),
+        ({"accumulator_dtype": jnp.complex64}, "accumulator_dtype must be a real floating"),
+        ({"accumulator_dtype": "float64"}, "accumulator_dtype=float64 needs 64-bit mode"),
+        ({"learning_rate": {}}, "learning_rate is a pytree with no values"),
+    ],
+)
+def test_momentum_rejects_bad_values(kwargs, message):
+    kwargs = {"learning_rate": 0.1} | kwargs
+    with pytest.raises(ValueError, match=re.escape(message)):
+        momentax.momentum(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"learning_rate": "0.1"}, "learning_rate must be a float"),
+        ({"learning_rate": True}, "learning_rate must be a float"),
+        ({"learning_rate": 0.1j}, "learning_rate must be real-valued"),
+        ({"momentum": None}, "momentum must be a float"),
+        ({"dampening": lambda count: 0.1}, "dampening must be a float or a JAX scalar"),
+        ({"weight_decay": {"k": 0.1}}, "weight_decay must be a float or a JAX scalar"),
+        ({"nesterov": "yes"}, "nesterov must be True or False; got 'yes'"),
+        ({"maximize": 1}, "maximize must be True or False; got 1"),
+        ({"accumulator_dtype": "not-a-dtype"}, "accumulator_dtype must be a dtype"),
+    ],
+)
+def test_momentum_rejects_bad_types(kwargs, message):
+    kwargs = {"learning_rate": 0.1} | kwargs
+    with pytest.raises(TypeError, match=re.escape(message)):
+        momentax.momentum(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"momentum": 1.01}, "momentum must be in [0, 1]; got 1.01"),
+        ({"dampening": 2.0}, "dampening must be in [0, 1]; got 2.0"),
+        ({"momentum": 0, "nesterov": True}, "nesterov=True requires momentum > 0"),
+        ({"nesterov": True, "dampening": 0.5}, "nesterov=True requires dampening=0"),
+        ({"accumulator_dtype": jnp.int8}, "accumulator_dtype must be a real floating"),
+    ],
+)
+def test_scale_by_momentum_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        momentax.scale_by_momentum(**kwargs)
+
+
+def test_boundaries_are_accepted():
+    momentax.momentum(0.0, momentum=1.0, dampening=1.0, weight_decay=0.0)
+    momentax.momentum(0.1, momentum=0.0, dampening=0.5)  # PyTorch allows this too.
+    momentax.scale_by_momentum(1.0, nesterov=True)
+
+
+@pytest.mark.parametrize("argument", ["learning_rate", "momentum"])
+def test_per_leaf_tree_must_match_params(argument):
+    kwargs = {"learning_rate": 0.1, argument: {"k": 0.5, "w": 0.5}}
+    opt = momentax.momentum(**kwargs)
+    with pytest.raises(ValueError, match=f"{argument} is a pytree of per-leaf values") as e:
+        opt.init(PARAMS)
+    assert "PyTreeDef({'k': *, 'w': *})" in str(e.value)
+    assert "PyTreeDef({'b': *, 'k': *})" in str(e.value)
+
+
+def test_per_leaf_tree_may_be_a_prefix():
+    params = {"encoder": {"w": jnp.ones(2), "b": jnp.ones(1)}, "head": jnp.ones(3)}
+    opt = momentax.momentum({"encoder": 0.1, "head": 0.01})
+    opt.update(params, opt.init(params))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_gradients_must_match_the_state(jit):
+    opt = momentax.momentum(0.1)
+    state = opt.init(PARAMS)
+    update = jax.jit(opt.update) if jit else opt.update
+    grads = {"k": jnp.zeros([3]), "bias": jnp.zeros([])}
+    with pytest.raises(ValueError, match="do not have the structure of the velocity") as e:
+        update(grads, state)
+    assert "updates: PyTreeDef({'bias': *, 'k': *})" in str(e.value)
+    assert "velocity: PyTreeDef({'b': *, 'k': *})" in str(e.value)
+
+
+def test_gradients_must_match_the_params_without_velocity():
+    opt = momentax.momentum(0.1, momentum=0)
+    with pytest.raises(ValueError, match="do not have the structure of the params"):
+        opt.update([jnp.zeros(3)], opt.init(PARAMS), PARAMS)
+
+
+@pytest.mark.parametrize("weight_decay", [1e-4, jnp.array(0.0)])
+def test_weight_decay_needs_params(weight_decay):
+    opt = momentax.momentum(0.1, weight_decay=weight_decay)
+    with pytest.raises(ValueError, match="weight_decay=.* needs the params"):
+        opt.update(PARAMS, opt.init(PARAMS))
+
+
+def test_traced_hyperparameters_are_accepted_and_used():
+    # Inside jit nothing can be checked at construction: values are used as given.
+    @jax.jit
+    def run(learning_rate, momentum, dampening):
+        opt = momentax.momentum(learning_rate, momentum, dampening=dampening)
+        state = opt.init(PARAMS)
+        for _ in range(3):
+            updates, state = opt.update(PARAMS | {"k": jnp.ones(3)}, state)
+        return updates
+
+    static = momentax.momentum(0.1, 0.9, dampening=0.5)
+    state = static.init(PARAMS)
+    for _ in range(3):
+        want, state = static.update(PARAMS | {"k": jnp.ones(3)}, state)
+    got = run(jnp.array(0.1), jnp.array(0.9), jnp.array(0.5))
+    chex.assert_trees_all_close(got, want, rtol=1e-6)  # One f32 rounding apart.
+    # A traced negative rate is not rejected: it ascends, as documented.
+    assert float(run(jnp.array(-0.1), jnp.array(0.0), jnp.array(0.0))["k"][0]) > 0
+
+
+def test_errors_surface_through_optax_wrappers():
+    with pytest.raises(ValueError, match="momentum must be in"):
+        optax.inject_hyperparams(momentax.momentum)(learning_rate=0.1, momentum=3.0).init(
+            PARAMS
+        )
