@@ -64,12 +64,15 @@ def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
             f"{name} must be {allowed}; got {leaf!r} of type {type(leaf).__name__}."
         )
     array = np.asarray(leaf)
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise TypeError(f"{name} must be real-valued; got {leaf!r} with dtype {array.dtype}.")
-    if not np.all((array >= low) & (array <= high)):
-        raise ValueError(
-            f"{name} must be {_format_interval(low, high)}; got {leaf!r}."
+    if not (
+        np.issubdtype(array.dtype, np.integer)
+        or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise TypeError(
+            f"{name} must be real-valued; got {leaf!r} with dtype {array.dtype}."
         )
+    if not np.all((array >= low) & (array <= high)):
+        raise ValueError(f"{name} must be {_format_interval(low, high)}; got {leaf!r}.")
 
 
 def check_hyperparam(name: str, value: Any, *, low: float, high: float) -> None:
@@ -146,7 +149,9 @@ def check_dtype(name: str, dtype: Any) -> jnp.dtype | None:
     try:
         result = jnp.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{name} must be a dtype such as jnp.float32; got {dtype!r}.") from None
+        raise TypeError(
+            f"{name} must be a dtype such as jnp.float32; got {dtype!r}."
+        ) from None
     if not jnp.issubdtype(result, jnp.floating):
         raise ValueError(
             f"{name} must be a real floating dtype (float16, bfloat16, float32, "

@@ -1,13 +1,13 @@
-"""SGD with momentum as Optax gradient transformations.
+r"""SGD with momentum as Optax gradient transformations.
 
 Both public factories build the same per-leaf kernel. Writing the gradient
 after sign flip and weight decay as :math:`g_t`, a step is
 
-* scale the gradient by :math:`-\\eta_t` (lr inside, ``sutskever`` only),
-* accumulate :math:`b_t = \\mu_t b_{t-1} + c_t g_t`, with :math:`c_1 = 1` and
-  :math:`c_t = 1 - d` after, and output :math:`b_t`, or :math:`g_t + \\mu_t b_t`
+* scale the gradient by :math:`-\eta_t` (lr inside, ``sutskever`` only),
+* accumulate :math:`b_t = \mu_t b_{t-1} + c_t g_t`, with :math:`c_1 = 1` and
+  :math:`c_t = 1 - d` after, and output :math:`b_t`, or :math:`g_t + \mu_t b_t`
   with Nesterov,
-* scale the output by :math:`-\\eta_t` (lr outside, ``pytorch`` only).
+* scale the output by :math:`-\eta_t` (lr outside, ``pytorch`` only).
 
 Everything is one ``jax.tree.map``, so XLA fuses a leaf's step into a single
 elementwise loop.
@@ -48,7 +48,9 @@ def _check_flag(name: str, value: Any) -> None:
 
 def _check_settings(settings: _Settings) -> None:
     if settings.learning_rate is not None:
-        hp.check_hyperparam("learning_rate", settings.learning_rate, low=0.0, high=math.inf)
+        hp.check_hyperparam(
+            "learning_rate", settings.learning_rate, low=0.0, high=math.inf
+        )
     hp.check_hyperparam("momentum", settings.momentum, low=0.0, high=1.0)
     for name in ("dampening", "weight_decay"):
         value = getattr(settings, name)
@@ -145,7 +147,9 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
         learning_rates = (
             hp.resolve(settings.learning_rate, count, updates) if has_lr else updates
         )
-        momenta = hp.resolve(settings.momentum, count, updates) if has_velocity else updates
+        momenta = (
+            hp.resolve(settings.momentum, count, updates) if has_velocity else updates
+        )
         params_or_updates = params if decayed else updates
 
         def leaf_step(g, v, p, lr, mu):
@@ -180,7 +184,9 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
         )
         new_updates = jax.tree.map(lambda _, step: step[0], updates, steps)
         new_velocity = (
-            jax.tree.map(lambda _, step: step[1], updates, steps) if has_velocity else None
+            jax.tree.map(lambda _, step: step[1], updates, steps)
+            if has_velocity
+            else None
         )
         return new_updates, MomentumState(
             count=optax.safe_increment(count), velocity=new_velocity

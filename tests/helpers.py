@@ -83,9 +83,7 @@ def gradient_stream(params: Any, steps: int, seed: int = 1) -> list[Any]:
     """``steps`` random gradients shaped like ``params``, reproducible."""
     rng = np.random.default_rng(seed)
     return [
-        jax.tree.map(
-            lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params
-        )
+        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
         for _ in range(steps)
     ]
 
@@ -115,7 +113,6 @@ def run(
 def assert_on_device(tree: Any, device: jax.Device) -> None:
     for leaf in jax.tree.leaves(tree):
         assert leaf.devices() == {device}, (leaf.devices(), device)
-
 
 
 def reference_momentum(

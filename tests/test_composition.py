@@ -35,13 +35,13 @@ class CompositionTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.product(convention=momentax.CONVENTIONS)
     def test_inject_hyperparams_changed_between_steps(self, convention):
-        injected = optax.inject_hyperparams(momentax.momentum, static_args="convention")(
-            learning_rate=0.1, momentum=0.9, convention=convention
-        )
+        injected = optax.inject_hyperparams(
+            momentax.momentum, static_args="convention"
+        )(learning_rate=0.1, momentum=0.9, convention=convention)
         step = self.variant(
-            lambda p, s, g: (
-                lambda u, s: (optax.apply_updates(p, u), s)
-            )(*injected.update(g, s, p))
+            lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+                *injected.update(g, s, p)
+            )
         )
         params, state = self.params, injected.init(self.params)
         for i, g in enumerate(self.grads):
@@ -77,7 +77,9 @@ class CompositionTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_masked_touches_only_the_masked_leaves(self):
-        mask = jax.tree.map(lambda _: False, self.params) | {"dense": {"w": True, "b": True}}
+        mask = jax.tree.map(lambda _: False, self.params) | {
+            "dense": {"w": True, "b": True}
+        }
         opt = momentax.momentum(0.1, weight_decay=0.01)
         masked = optax.masked(opt, mask)
         state = masked.init(self.params)
@@ -90,7 +92,9 @@ class CompositionTest(chex.TestCase):
         self.assertEqual(jax.tree.structure(velocity["blocks"]).num_leaves, 0)
         want_state = opt.init(self.params["dense"])
         for g in self.grads:
-            want_updates, want_state = opt.update(g["dense"], want_state, self.params["dense"])
+            want_updates, want_state = opt.update(
+                g["dense"], want_state, self.params["dense"]
+            )
         chex.assert_trees_all_close(updates["dense"], want_updates, **TOL)
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -105,7 +109,9 @@ class CompositionTest(chex.TestCase):
             _, state = update(g, state, self.params)
         before = optax.tree_utils.tree_get(state, "velocity")
         updates, state = update(grads[4], state, self.params)
-        chex.assert_trees_all_equal(optax.tree_utils.tree_get(state, "velocity"), before)
+        chex.assert_trees_all_equal(
+            optax.tree_utils.tree_get(state, "velocity"), before
+        )
         chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, self.params))
         self.assertEqual(int(state.notfinite_count), 1)
         chex.assert_tree_all_finite(before)
@@ -115,7 +121,9 @@ class CompositionTest(chex.TestCase):
         if flax_train_state is None:
             self.skipTest("flax is not installed: pip install flax")
         opt = momentax.momentum(helpers.warmup_then_decay, 0.9, convention="pytorch")
-        ts = flax_train_state.TrainState.create(apply_fn=None, params=self.params, tx=opt)
+        ts = flax_train_state.TrainState.create(
+            apply_fn=None, params=self.params, tx=opt
+        )
         apply = self.variant(lambda ts, g: ts.apply_gradients(grads=g))
         for g in self.grads:
             ts = apply(ts, g)

@@ -107,13 +107,25 @@ class TreeTest(chex.TestCase):
     @parameterized.product(convention=momentax.CONVENTIONS, nesterov=(False, True))
     def test_complex_params_match_optax(self, convention, nesterov):
         rng = np.random.default_rng(3)
-        params = {"z": jnp.asarray(rng.normal(size=4) + 1j * rng.normal(size=4), jnp.complex64)}
+        params = {
+            "z": jnp.asarray(
+                rng.normal(size=4) + 1j * rng.normal(size=4), jnp.complex64
+            )
+        }
         grads = [
-            {"z": jnp.asarray(rng.normal(size=4) + 1j * rng.normal(size=4), jnp.complex64)}
+            {
+                "z": jnp.asarray(
+                    rng.normal(size=4) + 1j * rng.normal(size=4), jnp.complex64
+                )
+            }
             for _ in range(30)
         ]
         ours = momentax.momentum(
-            0.05, 0.9, nesterov=nesterov, convention=convention, accumulator_dtype="float32"
+            0.05,
+            0.9,
+            nesterov=nesterov,
+            convention=convention,
+            accumulator_dtype="float32",
         )
         got, state = helpers.run(ours, params, grads, self.variant)
         want, _ = helpers.run(optax.sgd(0.05, 0.9, nesterov=nesterov), params, grads)
@@ -153,7 +165,9 @@ class NoMomentumTest(chex.TestCase):
         # As in torch.optim.SGD; also when momentum is an array known only at run time.
         params = helpers.nested_params()
         grads = helpers.gradient_stream(params, 5)
-        opt = momentax.momentum(0.1, jnp.array(0.0), dampening=0.5, convention=convention)
+        opt = momentax.momentum(
+            0.1, jnp.array(0.0), dampening=0.5, convention=convention
+        )
         got, _ = helpers.run(opt, params, grads)
         want, _ = helpers.run(optax.sgd(0.1), params, grads)
         chex.assert_trees_all_close(got, want, **helpers.TOL[jnp.dtype("float32")])

@@ -48,19 +48,23 @@ class PerLeafTest(chex.TestCase):
         want, _ = helpers.run(
             momentax.momentum(0.1), params["head"], [g["head"] for g in grads]
         )
-        chex.assert_trees_all_close(got["head"], want, **helpers.TOL[jnp.dtype("float32")])
+        chex.assert_trees_all_close(
+            got["head"], want, **helpers.TOL[jnp.dtype("float32")]
+        )
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_schedule_is_evaluated_at_the_step_count(self):
-        opt = momentax.momentum(lambda count: 0.1 * (count.astype(jnp.float32) + 1), momentum=0)
+        opt = momentax.momentum(
+            lambda count: 0.1 * (count.astype(jnp.float32) + 1), momentum=0
+        )
         update = self.variant(opt.update)
         state = opt.init(LINE)
         for step in range(3):
             updates, state = update(LINE, state)
             # lr_t = 0.1 (t + 1) with t = 0, 1, 2 the updates already applied.
-            chex.assert_trees_all_close(
-                updates, jax.tree.map(lambda p: -0.1 * (step + 1) * p, LINE), rtol=1e-6
-            )
+            scale = -0.1 * (step + 1)
+            want = jax.tree.map(lambda p, scale=scale: scale * p, LINE)
+            chex.assert_trees_all_close(updates, want, rtol=1e-6)
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_momentum_schedule(self):
@@ -71,7 +75,9 @@ class PerLeafTest(chex.TestCase):
         velocity = jax.tree.map(jnp.zeros_like, LINE)
         for t, g in enumerate(grads):
             velocity = jax.tree.map(lambda b, g, t=t: schedule(t) * b + g, velocity, g)
-        chex.assert_trees_all_close(state.velocity, velocity, **helpers.TOL[jnp.dtype("float32")])
+        chex.assert_trees_all_close(
+            state.velocity, velocity, **helpers.TOL[jnp.dtype("float32")]
+        )
 
 
 class OptaxScheduleTest(chex.TestCase):

@@ -15,7 +15,9 @@ from tests import helpers
 
 # Reproducible in CI (which sets CI=true), exploring elsewhere.
 settings.register_profile("momentax", max_examples=40, deadline=None)
-settings.register_profile("ci", parent=settings.get_profile("momentax"), derandomize=True)
+settings.register_profile(
+    "ci", parent=settings.get_profile("momentax"), derandomize=True
+)
 settings.load_profile("ci" if os.environ.get("CI") else "momentax")
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)
@@ -102,10 +104,14 @@ def test_matches_the_reference_formula(kwargs, decay, steps, seed):
         schedule = lambda count: lr0 * decay ** jnp.asarray(count, float)  # noqa: E731
         got, state = helpers.run(momentax.momentum(schedule, **kwargs), params, grads)
         want, want_velocity = helpers.reference_momentum(
-            np.asarray(params), [np.asarray(g) for g in grads],
-            learning_rate=lambda t: lr0 * decay**t, **kwargs,
+            np.asarray(params),
+            [np.asarray(g) for g in grads],
+            learning_rate=lambda t: lr0 * decay**t,
+            **kwargs,
         )
     # float64 with values below ~1e3 after 25 steps: 1e-10 is ~1e4 roundings of margin.
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
     if kwargs["momentum"]:
-        np.testing.assert_allclose(state.velocity, want_velocity, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            state.velocity, want_velocity, rtol=1e-10, atol=1e-10
+        )

@@ -36,7 +36,9 @@ class OptaxParityTest(chex.TestCase):
         (params, state), (want_params, want_state) = self._run_pair(
             device, ours, reference
         )
-        chex.assert_trees_all_close(params, want_params, **helpers.TOL[jnp.dtype("float32")])
+        chex.assert_trees_all_close(
+            params, want_params, **helpers.TOL[jnp.dtype("float32")]
+        )
         # The velocity is Optax's trace, scaled by -lr under "sutskever".
         scale = -LR if convention == "sutskever" else 1.0
         want_velocity = jax.tree.map(lambda t: scale * t, want_state[0].trace)
@@ -47,7 +49,9 @@ class OptaxParityTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.product(nesterov=(False, True), device=("cpu", "gpu"))
-    def test_pytorch_convention_under_schedule_matches_optax_sgd(self, nesterov, device):
+    def test_pytorch_convention_under_schedule_matches_optax_sgd(
+        self, nesterov, device
+    ):
         ours = momentax.momentum(SCHEDULE, MU, nesterov=nesterov, convention="pytorch")
         reference = optax.sgd(SCHEDULE, MU, nesterov=nesterov)
         (params, _), (want, _) = self._run_pair(device, ours, reference)
@@ -74,9 +78,14 @@ class OptaxParityTest(chex.TestCase):
         params = helpers.nested_params()
         grads = helpers.gradient_stream(params, 30)
         tol = helpers.TOL[jnp.dtype("float32")]
-        inside, _ = helpers.run(momentax.momentum(SCHEDULE, MU), params, grads, self.variant)
+        inside, _ = helpers.run(
+            momentax.momentum(SCHEDULE, MU), params, grads, self.variant
+        )
         outside, _ = helpers.run(
-            momentax.momentum(SCHEDULE, MU, convention="pytorch"), params, grads, self.variant
+            momentax.momentum(SCHEDULE, MU, convention="pytorch"),
+            params,
+            grads,
+            self.variant,
         )
         with self.assertRaises(AssertionError):
             chex.assert_trees_all_close(inside, outside, **tol)
@@ -91,7 +100,10 @@ class OptaxParityTest(chex.TestCase):
         params = helpers.nested_params()
         grads = helpers.gradient_stream(params, STEPS)
         outside, outside_state = helpers.run(
-            momentax.momentum(SCHEDULE, MU, convention="pytorch"), params, grads, self.variant
+            momentax.momentum(SCHEDULE, MU, convention="pytorch"),
+            params,
+            grads,
+            self.variant,
         )
         inside, inside_state = helpers.run(
             momentax.momentum(SCHEDULE, rescaled_momentum), params, grads, self.variant
@@ -129,7 +141,9 @@ class ClosedFormTest(chex.TestCase):
             for t in range(1, steps + 1):
                 updates, state = update(grads, state, params)
                 # b_1 = g; b_t = mu b_{t-1} + (1 - d) g, summed in closed form.
-                buffer = mu ** (t - 1) * g + (1 - dampening) * g * (1 - mu ** (t - 1)) / (1 - mu)
+                buffer = mu ** (t - 1) * g + (1 - dampening) * g * (
+                    1 - mu ** (t - 1)
+                ) / (1 - mu)
                 want_update = -lr * (g + mu * buffer if nesterov else buffer)
                 want_velocity = -lr * buffer if convention == "sutskever" else buffer
                 np.testing.assert_allclose(updates, want_update, rtol=1e-5)

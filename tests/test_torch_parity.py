@@ -23,7 +23,9 @@ OPTIONS = [
         (0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 0.01), (False, True)
     )
 ]
-VALID = [o for o in OPTIONS if not o["nesterov"] or (o["momentum"] and not o["dampening"])]
+VALID = [
+    o for o in OPTIONS if not o["nesterov"] or (o["momentum"] and not o["dampening"])
+]
 INVALID = [o for o in OPTIONS if o not in VALID]
 
 
@@ -33,7 +35,9 @@ def _torch_run(options, params, grads, schedule):
         jax.tree.leaves(params)[0].dtype.type
     ]
     leaves, treedef = jax.tree.flatten(params)
-    tensors = [torch.tensor(np.asarray(p), dtype=dtype, requires_grad=True) for p in leaves]
+    tensors = [
+        torch.tensor(np.asarray(p), dtype=dtype, requires_grad=True) for p in leaves
+    ]
     opt = torch.optim.SGD(tensors, lr=float(schedule(0)), **options)
     for t, step_grads in enumerate(grads):
         opt.param_groups[0]["lr"] = float(schedule(t))
@@ -71,7 +75,9 @@ class TorchParityTest(chex.TestCase):
     @parameterized.product(
         options=VALID, dtype=("float32", "float64"), device=("cpu", "gpu")
     )
-    def test_pytorch_convention_matches_torch_under_schedule(self, options, dtype, device):
+    def test_pytorch_convention_matches_torch_under_schedule(
+        self, options, dtype, device
+    ):
         self._compare(options, "pytorch", SCHEDULE, dtype, device)
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -81,7 +87,9 @@ class TorchParityTest(chex.TestCase):
     def test_sutskever_convention_matches_torch_at_constant_lr(
         self, options, dtype, device
     ):
-        self._compare(options, "sutskever", optax.constant_schedule(0.05), dtype, device)
+        self._compare(
+            options, "sutskever", optax.constant_schedule(0.05), dtype, device
+        )
 
     @parameterized.parameters(INVALID)
     def test_both_reject_the_same_combinations(self, **options):

@@ -33,8 +33,14 @@ PARAMS = {"k": jnp.zeros([3]), "b": jnp.zeros([])}
             "convention must be one of 'sutskever', 'pytorch'; got 'keras'",
         ),
         ({"accumulator_dtype": jnp.int32}, "accumulator_dtype must be a real floating"),
-        ({"accumulator_dtype": jnp.complex64}, "accumulator_dtype must be a real floating"),
-        ({"accumulator_dtype": "float64"}, "accumulator_dtype=float64 needs 64-bit mode"),
+        (
+            {"accumulator_dtype": jnp.complex64},
+            "accumulator_dtype must be a real floating",
+        ),
+        (
+            {"accumulator_dtype": "float64"},
+            "accumulator_dtype=float64 needs 64-bit mode",
+        ),
         ({"learning_rate": {}}, "learning_rate is a pytree with no values"),
     ],
 )
@@ -89,7 +95,9 @@ def test_boundaries_are_accepted():
 def test_per_leaf_tree_must_match_params(argument):
     kwargs = {"learning_rate": 0.1, argument: {"k": 0.5, "w": 0.5}}
     opt = momentax.momentum(**kwargs)
-    with pytest.raises(ValueError, match=f"{argument} is a pytree of per-leaf values") as e:
+    with pytest.raises(
+        ValueError, match=f"{argument} is a pytree of per-leaf values"
+    ) as e:
         opt.init(PARAMS)
     assert "PyTreeDef({'k': *, 'w': *})" in str(e.value)
     assert "PyTreeDef({'b': *, 'k': *})" in str(e.value)
@@ -107,7 +115,9 @@ def test_gradients_must_match_the_state(jit):
     state = opt.init(PARAMS)
     update = jax.jit(opt.update) if jit else opt.update
     grads = {"k": jnp.zeros([3]), "bias": jnp.zeros([])}
-    with pytest.raises(ValueError, match="do not have the structure of the velocity") as e:
+    with pytest.raises(
+        ValueError, match="do not have the structure of the velocity"
+    ) as e:
         update(grads, state)
     assert "updates: PyTreeDef({'bias': *, 'k': *})" in str(e.value)
     assert "velocity: PyTreeDef({'b': *, 'k': *})" in str(e.value)
@@ -122,7 +132,7 @@ def test_gradients_must_match_the_params_without_velocity():
 @pytest.mark.parametrize("weight_decay", [1e-4, jnp.array(0.0)])
 def test_weight_decay_needs_params(weight_decay):
     opt = momentax.momentum(0.1, weight_decay=weight_decay)
-    with pytest.raises(ValueError, match="weight_decay=.* needs the params"):
+    with pytest.raises(ValueError, match=r"weight_decay=.* needs the params"):
         opt.update(PARAMS, opt.init(PARAMS))
 
 
@@ -148,6 +158,6 @@ def test_traced_hyperparameters_are_accepted_and_used():
 
 def test_errors_surface_through_optax_wrappers():
     with pytest.raises(ValueError, match="momentum must be in"):
-        optax.inject_hyperparams(momentax.momentum)(learning_rate=0.1, momentum=3.0).init(
-            PARAMS
-        )
+        optax.inject_hyperparams(momentax.momentum)(
+            learning_rate=0.1, momentum=3.0
+        ).init(PARAMS)
