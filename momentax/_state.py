@@ -37,6 +37,22 @@ class MomentumState(NamedTuple):
             Schedules are evaluated at this value, so the first update uses
             ``schedule(0)``.
         velocity: The momentum buffer described above, or ``None``.
+
+    Examples:
+        The same gradients under both conventions, at a constant rate 0.1:
+
+        >>> import jax.numpy as jnp
+        >>> import momentax
+        >>> grads = jnp.array([1.0, -2.0])
+        >>> for convention in momentax.CONVENTIONS:
+        ...     opt = momentax.momentum(0.1, 0.9, convention=convention)
+        ...     state = opt.init(grads)
+        ...     for _ in range(2):
+        ...         _, state = opt.update(grads, state)
+        ...     velocity = [round(float(v), 3) for v in state.velocity]
+        ...     print(convention, int(state.count), velocity)
+        sutskever 2 [-0.19, 0.38]
+        pytorch 2 [1.9, -3.8]
     """
 
     count: jax.Array
