@@ -147,7 +147,7 @@ def check_dtype(name: str, dtype: Any) -> jnp.dtype | None:
     if dtype is None:
         return None
     try:
-        result = jnp.dtype(dtype)
+        result: jnp.dtype = jnp.dtype(dtype)
     except TypeError:
         raise TypeError(
             f"{name} must be a dtype such as jnp.float32; got {dtype!r}."

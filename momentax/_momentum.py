@@ -95,7 +95,7 @@ def _wider_dtype(a: Any, b: Any) -> Any:
 def _check_structure(updates: Any, other: Any, what: str) -> None:
     updates_structure = jax.tree.structure(updates)
     other_structure = jax.tree.structure(other)
-    if updates_structure != other_structure:
+    if updates_structure != other_structure:  # type: ignore[operator]
         raise ValueError(
             f"The updates do not have the structure of the {what}.\n"
             f"  updates: {updates_structure}\n  {what}: {other_structure}"
@@ -152,7 +152,9 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
         )
         params_or_updates = params if decayed else updates
 
-        def leaf_step(g, v, p, lr, mu):
+        def leaf_step(
+            g: jax.Array, v: jax.Array, p: jax.Array, lr: Any, mu: Any
+        ) -> tuple[jax.Array, jax.Array | None]:
             dtype = _wider_dtype(g.dtype, v.dtype) if has_velocity else g.dtype
             x = g.astype(dtype)
             if settings.maximize:

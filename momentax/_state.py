@@ -55,5 +55,5 @@ class MomentumState(NamedTuple):
         pytorch 2 [1.9, -3.8]
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in Optax
     velocity: optax.Updates | None

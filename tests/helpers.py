@@ -88,6 +88,16 @@ def gradient_stream(params: Any, steps: int, seed: int = 1) -> list[Any]:
     ]
 
 
+def make_step(opt: optax.GradientTransformation) -> Callable:
+    """A training step ``(params, state, grads) -> (params, state)`` for ``opt``."""
+
+    def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
 def run(
     opt: optax.GradientTransformation,
     params: Any,
@@ -98,12 +108,7 @@ def run(
 
     ``wrap`` is a chex variant (jit or not) applied to the step function.
     """
-
-    def step(params, state, grads):
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    step = wrap(step)
+    step = wrap(make_step(opt))
     state = opt.init(params)
     for g in grads:
         params, state = step(params, state, g)

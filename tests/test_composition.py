@@ -38,11 +38,7 @@ class CompositionTest(chex.TestCase):
         injected = optax.inject_hyperparams(
             momentax.momentum, static_args="convention"
         )(learning_rate=0.1, momentum=0.9, convention=convention)
-        step = self.variant(
-            lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
-                *injected.update(g, s, p)
-            )
-        )
+        step = self.variant(helpers.make_step(injected))
         params, state = self.params, injected.init(self.params)
         for i, g in enumerate(self.grads):
             if i == 6:  # halve the rate, lower the momentum half-way through

@@ -111,13 +111,7 @@ class NoRetraceTest(chex.TestCase):
             weight_decay=1e-3,
             convention=convention,
         )
-
-        @jax.jit
-        @chex.assert_max_traces(n=1)
-        def step(params, state, grads):
-            updates, state = opt.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
+        step = jax.jit(chex.assert_max_traces(helpers.make_step(opt), n=1))
         params, state = LINE, opt.init(LINE)
         learning_rates = set()
         for g in helpers.gradient_stream(LINE, 60):
@@ -130,13 +124,7 @@ class NoRetraceTest(chex.TestCase):
         opt = optax.inject_hyperparams(momentax.momentum, static_args=("convention",))(
             learning_rate=0.1, momentum=0.9, convention=convention
         )
-
-        @jax.jit
-        @chex.assert_max_traces(n=1)
-        def step(params, state, grads):
-            updates, state = opt.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
+        step = jax.jit(chex.assert_max_traces(helpers.make_step(opt), n=1))
         params, state = LINE, opt.init(LINE)
         for i, g in enumerate(helpers.gradient_stream(LINE, 30)):
             state.hyperparams["learning_rate"] = jnp.asarray(0.1 / (i + 1), jnp.float32)
