@@ -2,7 +2,8 @@
 
 Run with ``python examples/quickstart.py``. A linear model y = k*x + b starts
 at k = b = 0 and takes 20 full-batch steps at lr 0.1, momentum 0.9, as in the
-notebook momentax started from; the table shows the loss after each epoch.
+notebook momentax started from; like the notebook, the table shows the loss at the
+start of each epoch, before that epoch's step.
 """
 
 import jax

@@ -49,13 +49,13 @@ def is_static_zero(value: Any) -> bool:
 
 def _format_interval(low: float, high: float) -> str:
     if math.isinf(high):
-        return f">= {low:g}"
+        return f"a finite number >= {low:g}"
     return f"in [{low:g}, {high:g}]"
 
 
 def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
-    if callable(leaf) or isinstance(leaf, jax.core.Tracer):
-        return  # Schedules and traced values are only known when run.
+    if callable(leaf):
+        return  # A schedule's values are only known when it runs.
     allowed = "a float, a JAX scalar, a schedule, or a pytree of those"
     if leaf is None:
         raise TypeError(f"{name} must be {allowed}; got None (use 0 to turn it off).")
@@ -63,16 +63,38 @@ def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
         raise TypeError(
             f"{name} must be {allowed}; got {leaf!r} of type {type(leaf).__name__}."
         )
-    array = np.asarray(leaf)
-    if not (
-        np.issubdtype(array.dtype, np.integer)
-        or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise TypeError(
-            f"{name} must be real-valued; got {leaf!r} with dtype {array.dtype}."
-        )
-    if not np.all((array >= low) & (array <= high)):
+    dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        raise TypeError(f"{name} must be real-valued; got {leaf!r} with dtype {dtype}.")
+    check_scalar(name, leaf)
+    if isinstance(leaf, jax.core.Tracer):
+        return  # Traced: shape and dtype are known, the value is not.
+    value = float(leaf)  # type: ignore[arg-type]  # a real scalar, checked above
+    if not (low <= value <= high and math.isfinite(value)):
         raise ValueError(f"{name} must be {_format_interval(low, high)}; got {leaf!r}.")
+
+
+def check_scalar(name: str, value: Any) -> None:
+    """Checks that a hyperparameter value (possibly traced) is a scalar.
+
+    Raises:
+        ValueError: ``value`` has a non-empty shape.
+    """
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"{name} must be a scalar; got a value of shape {jnp.shape(value)}. "
+            "Give per-leaf values as a pytree prefix of the params instead."
+        )
+
+
+def has_known_zero(value: Any) -> bool:
+    """Whether any value of ``value`` is known (not traced or scheduled) to be 0."""
+    return any(
+        not callable(leaf)
+        and not isinstance(leaf, jax.core.Tracer)
+        and np.asarray(leaf) == 0
+        for leaf in jax.tree.leaves(value, is_leaf=callable)
+    )
 
 
 def check_hyperparam(name: str, value: Any, *, low: float, high: float) -> None:
@@ -117,16 +139,23 @@ def check_prefix(name: str, value: Any, tree: Any, what: str = "params") -> None
         ) from None
 
 
-def resolve(value: Any, count: jax.Array, like: Any) -> Any:
+def resolve(name: str, value: Any, count: jax.Array, like: Any) -> Any:
     """Evaluates schedules at ``count`` and broadcasts the result onto ``like``.
 
     Returns:
         A pytree with the structure of ``like`` whose leaves are the value that
         applies to each leaf of ``like`` (a number or a scalar array).
+
+    Raises:
+        ValueError: A schedule returned a value that is not a scalar.
     """
 
     def evaluate(leaf: Any) -> Any:
-        return leaf(count) if callable(leaf) else leaf
+        if not callable(leaf):
+            return leaf
+        current = leaf(count)
+        check_scalar(f"the value of the {name} schedule", current)
+        return current
 
     if not is_per_leaf(value):
         current = evaluate(value)
@@ -159,7 +188,7 @@ def check_dtype(name: str, dtype: Any) -> jnp.dtype | None:
         )
     if jax.dtypes.canonicalize_dtype(result) != result:
         raise ValueError(
-            f"{name}={result} needs 64-bit mode: enable it with "
+            f"{name}={dtype!r} means {result}, which needs 64-bit mode: enable it with "
             "jax.config.update('jax_enable_x64', True)."
         )
     return result

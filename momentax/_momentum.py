@@ -47,10 +47,6 @@ def _check_flag(name: str, value: Any) -> None:
 
 
 def _check_settings(settings: _Settings) -> None:
-    if settings.learning_rate is not None:
-        hp.check_hyperparam(
-            "learning_rate", settings.learning_rate, low=0.0, high=math.inf
-        )
     hp.check_hyperparam("momentum", settings.momentum, low=0.0, high=1.0)
     for name in ("dampening", "weight_decay"):
         value = getattr(settings, name)
@@ -60,7 +56,7 @@ def _check_settings(settings: _Settings) -> None:
     hp.check_hyperparam("weight_decay", settings.weight_decay, low=0.0, high=math.inf)
     _check_flag("nesterov", settings.nesterov)
     _check_flag("maximize", settings.maximize)
-    if settings.nesterov and hp.is_static_zero(settings.momentum):
+    if settings.nesterov and hp.has_known_zero(settings.momentum):
         raise ValueError(
             "nesterov=True requires momentum > 0; got momentum="
             f"{settings.momentum!r}. Use nesterov=False for plain SGD."
@@ -92,13 +88,31 @@ def _wider_dtype(a: Any, b: Any) -> Any:
         return jnp.promote_types(a, b)
 
 
-def _check_structure(updates: Any, other: Any, what: str) -> None:
+def _check_like(updates: Any, other: Any, what: str) -> None:
+    """Checks that ``updates`` has the tree structure and shapes of ``other``."""
     updates_structure = jax.tree.structure(updates)
     other_structure = jax.tree.structure(other)
     if updates_structure != other_structure:  # type: ignore[operator]
         raise ValueError(
             f"The updates do not have the structure of the {what}.\n"
             f"  updates: {updates_structure}\n  {what}: {other_structure}"
+        )
+    mismatches = jax.tree.leaves(
+        jax.tree_util.tree_map_with_path(
+            lambda path, u, o: (
+                None
+                if jnp.shape(u) == jnp.shape(o)
+                else f"  {jax.tree_util.keystr(path)}: updates {jnp.shape(u)}, "
+                f"{what} {jnp.shape(o)}"
+            ),
+            updates,
+            other,
+        )
+    )
+    if mismatches:
+        raise ValueError(
+            f"The updates do not have the shapes of the {what}:\n"
+            + "\n".join(mismatches)
         )
 
 
@@ -132,23 +146,29 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
         params: optax.Params | None = None,
     ) -> tuple[optax.Updates, MomentumState]:
         if has_velocity:
-            _check_structure(updates, state.velocity, "velocity")
+            _check_like(updates, state.velocity, "velocity")
         if params is not None:
-            _check_structure(updates, params, "params")
+            _check_like(updates, params, "params")
         if decayed and params is None:
             raise ValueError(
                 f"weight_decay={settings.weight_decay!r} needs the params: call "
-                "update(updates, state, params)."
+                "update(updates, state, params). (optax.inject_hyperparams passes "
+                "weight_decay as an array even when it is 0: pass the params, or "
+                "list 'weight_decay' in its static_args.)"
             )
         check_per_leaf(updates, "updates")
         count = state.count
         # Ignored stand-ins keep one tree.map signature whatever is present.
         velocity = state.velocity if has_velocity else updates
         learning_rates = (
-            hp.resolve(settings.learning_rate, count, updates) if has_lr else updates
+            hp.resolve("learning_rate", settings.learning_rate, count, updates)
+            if has_lr
+            else updates
         )
         momenta = (
-            hp.resolve(settings.momentum, count, updates) if has_velocity else updates
+            hp.resolve("momentum", settings.momentum, count, updates)
+            if has_velocity
+            else updates
         )
         params_or_updates = params if decayed else updates
 
@@ -313,6 +333,13 @@ def momentum(
 
     Apply the updates with ``optax.apply_updates(params, updates)``.
 
+    A step whose momentum is 0 (a schedule or injected value reaching 0) is a
+    plain SGD step and restarts the buffer from that step's gradient,
+    undamped: the rule above with :math:`c_t = 1`, as ``optax.sgd`` under
+    ``optax.inject_hyperparams`` also does. ``torch.optim.SGD`` differs only
+    there: it leaves its buffer untouched on such steps, and starts it at the
+    first step with non-zero momentum.
+
     Hyperparameters that are traced (inside ``jax.jit``) or injected by
     ``optax.inject_hyperparams``, and the values returned by schedules, cannot
     be checked at construction and are used as given: for example a negative
@@ -397,6 +424,7 @@ def momentum(
             f"convention must be one of {', '.join(map(repr, CONVENTIONS))}; "
             f"got {convention!r}."
         )
+    hp.check_hyperparam("learning_rate", learning_rate, low=0.0, high=math.inf)
     settings = _Settings(
         learning_rate=learning_rate,
         momentum=momentum,

@@ -125,7 +125,7 @@ def reference_momentum(
     grads: Sequence[np.ndarray],
     *,
     learning_rate: Callable[[int], float],
-    momentum: float,
+    momentum: float | Callable[[int], float],
     dampening: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
@@ -140,13 +140,14 @@ def reference_momentum(
     v = np.zeros_like(p)
     for t, g in enumerate(grads):
         lr = learning_rate(t)
+        mu = momentum(t) if callable(momentum) else momentum
         g = (-1.0 if maximize else 1.0) * np.asarray(g, np.float64) + weight_decay * p
-        c = 1.0 if t == 0 or momentum == 0 else 1.0 - dampening
+        c = 1.0 if t == 0 or mu == 0 else 1.0 - dampening
         if convention == "pytorch":
-            v = momentum * v + c * g
-            update = -lr * (g + momentum * v if nesterov else v)
+            v = mu * v + c * g
+            update = -lr * (g + mu * v if nesterov else v)
         else:
-            v = momentum * v - c * lr * g
-            update = momentum * v - lr * g if nesterov else v
+            v = mu * v - c * lr * g
+            update = mu * v - lr * g if nesterov else v
         p = p + update
     return p, v

@@ -3,6 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from absl.testing import parameterized
 
@@ -78,6 +79,33 @@ class PerLeafTest(chex.TestCase):
         chex.assert_trees_all_close(
             state.velocity, velocity, **helpers.TOL[jnp.dtype("float32")]
         )
+
+
+class ZeroMomentumStepTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(convention=momentax.CONVENTIONS, dampening=(0.0, 0.3))
+    def test_a_zero_momentum_step_restarts_the_buffer(self, convention, dampening):
+        # A momentum warm-up from 0 and a schedule that drops to 0 mid-run.
+        momenta = [0.0, 0.5, 0.9, 0.9, 0.0, 0.0, 0.9, 0.9, 0.9, 0.9]
+        with jax.enable_x64(True):
+            params = jnp.asarray([0.5, -1.0, 2.0])
+            grads = helpers.gradient_stream(params, len(momenta))
+            opt = momentax.momentum(
+                0.1,
+                lambda count: jnp.asarray(momenta)[count],
+                dampening=dampening,
+                convention=convention,
+            )
+            got, _ = helpers.run(opt, params, grads, self.variant)
+        want, _ = helpers.reference_momentum(
+            np.asarray(params),
+            [np.asarray(g) for g in grads],
+            learning_rate=lambda t: 0.1,
+            momentum=lambda t: momenta[t],
+            dampening=dampening,
+            convention=convention,
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 class OptaxScheduleTest(chex.TestCase):

@@ -5,6 +5,7 @@ import re
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -16,17 +17,28 @@ PARAMS = {"k": jnp.zeros([3]), "b": jnp.zeros([])}
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"learning_rate": -0.1}, "learning_rate must be >= 0; got -0.1"),
-        ({"learning_rate": float("nan")}, "learning_rate must be >= 0; got nan"),
-        ({"learning_rate": jnp.array(-1.0)}, "learning_rate must be >= 0"),
-        ({"learning_rate": {"k": 0.1, "b": -0.2}}, "learning_rate['b'] must be >= 0"),
+        (
+            {"learning_rate": -0.1},
+            "learning_rate must be a finite number >= 0; got -0.1",
+        ),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number >= 0"),
+        ({"learning_rate": float("inf")}, "learning_rate must be a finite number >= 0"),
+        ({"learning_rate": jnp.array(-1.0)}, "learning_rate must be a finite number"),
+        ({"learning_rate": jnp.array(-1.0, jnp.bfloat16)}, "learning_rate must be a"),
+        ({"learning_rate": {"k": 0.1, "b": -0.2}}, "learning_rate['b'] must be a"),
+        ({"learning_rate": jnp.array([0.1, 0.2])}, "learning_rate must be a scalar"),
+        ({"momentum": np.full(3, 0.9)}, "momentum must be a scalar; got a value of"),
+        ({"dampening": jnp.zeros(2)}, "dampening must be a scalar"),
         ({"momentum": 1.5}, "momentum must be in [0, 1]; got 1.5"),
         ({"momentum": -0.1}, "momentum must be in [0, 1]; got -0.1"),
         ({"momentum": {"k": 0.9, "b": 2.0}}, "momentum['b'] must be in [0, 1]"),
         ({"dampening": 1.1}, "dampening must be in [0, 1]; got 1.1"),
         ({"dampening": -0.5}, "dampening must be in [0, 1]; got -0.5"),
-        ({"weight_decay": -1e-4}, "weight_decay must be >= 0; got -0.0001"),
+        ({"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0; got"),
+        ({"weight_decay": np.ones(3)}, "weight_decay must be a scalar"),
         ({"nesterov": True, "momentum": 0.0}, "nesterov=True requires momentum > 0"),
+        ({"nesterov": True, "momentum": jnp.array(0.0)}, "nesterov=True requires mom"),
+        ({"nesterov": True, "momentum": {"k": 0.9, "b": 0}}, "nesterov=True requires"),
         ({"nesterov": True, "dampening": 0.1}, "nesterov=True requires dampening=0"),
         (
             {"convention": "keras"},
@@ -37,10 +49,8 @@ PARAMS = {"k": jnp.zeros([3]), "b": jnp.zeros([])}
             {"accumulator_dtype": jnp.complex64},
             "accumulator_dtype must be a real floating",
         ),
-        (
-            {"accumulator_dtype": "float64"},
-            "accumulator_dtype=float64 needs 64-bit mode",
-        ),
+        ({"accumulator_dtype": "float64"}, "accumulator_dtype='float64' means float64"),
+        ({"accumulator_dtype": float}, "which needs 64-bit mode"),
         ({"learning_rate": {}}, "learning_rate is a pytree with no values"),
     ],
 )
@@ -54,6 +64,7 @@ def test_momentum_rejects_bad_values(kwargs, message):
     ("kwargs", "message"),
     [
         ({"learning_rate": "0.1"}, "learning_rate must be a float"),
+        ({"learning_rate": None}, "learning_rate must be a float"),
         ({"learning_rate": True}, "learning_rate must be a float"),
         ({"learning_rate": 0.1j}, "learning_rate must be real-valued"),
         ({"momentum": None}, "momentum must be a float"),
@@ -161,3 +172,46 @@ def test_errors_surface_through_optax_wrappers():
         optax.inject_hyperparams(momentax.momentum)(
             learning_rate=0.1, momentum=3.0
         ).init(PARAMS)
+
+
+def test_bfloat16_hyperparameters_are_accepted():
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    momentax.momentum(jnp.array(0.1, jnp.bfloat16), jnp.array(0.9, jnp.bfloat16))
+    opt = optax.inject_hyperparams(momentax.momentum)(learning_rate=0.1)
+    updates, _ = opt.update(params, opt.init(params), params)
+    chex.assert_trees_all_equal_dtypes(updates, params)
+
+
+def test_schedule_must_return_a_scalar():
+    opt = momentax.momentum(lambda count: jnp.full(3, 0.1))
+    with pytest.raises(ValueError, match="the value of the learning_rate schedule"):
+        opt.update(PARAMS, opt.init(PARAMS))
+
+
+def test_traced_hyperparameter_must_be_a_scalar():
+    @jax.jit
+    def build(learning_rate):
+        return momentax.momentum(learning_rate).init(PARAMS).count
+
+    with pytest.raises(ValueError, match=r"learning_rate must be a scalar; .* \(2,\)"):
+        build(jnp.array([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0])
+def test_gradient_shapes_must_match(momentum):
+    opt = momentax.momentum(0.1, momentum)
+    grads = PARAMS | {"k": jnp.zeros([3, 1])}
+    what = "velocity" if momentum else "params"
+    with pytest.raises(ValueError, match=f"do not have the shapes of the {what}") as e:
+        opt.update(grads, opt.init(PARAMS), PARAMS)
+    assert f"['k']: updates (3, 1), {what} (3,)" in str(e.value)
+
+
+def test_injected_weight_decay_needs_params_or_static_args():
+    injected = optax.inject_hyperparams(momentax.momentum)(learning_rate=0.1)
+    with pytest.raises(ValueError, match="list 'weight_decay' in its static_args"):
+        injected.update(PARAMS, injected.init(PARAMS))
+    static = optax.inject_hyperparams(momentax.momentum, static_args="weight_decay")
+    opt = static(learning_rate=0.1)
+    updates, _ = jax.jit(opt.update)(PARAMS, opt.init(PARAMS))
+    chex.assert_trees_all_equal_shapes(updates, PARAMS)
