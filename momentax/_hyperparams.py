@@ -32,7 +32,7 @@ def is_per_leaf(value: Any) -> bool:
 
 
 def is_static_zero(value: Any) -> bool:
-    """Whether ``value`` is zero and known without tracing (a Python number).
+    """Whether ``value`` is zero and known without tracing (a Python or NumPy number).
 
     JAX arrays never count, even concrete ones: ``optax.inject_hyperparams``
     passes arrays at ``init`` and tracers at ``update``, and the two must make
