@@ -87,14 +87,13 @@ def check_scalar(name: str, value: Any) -> None:
         )
 
 
-def has_known_zero(value: Any) -> bool:
-    """Whether any value of ``value`` is known (not traced or scheduled) to be 0."""
-    return any(
-        not callable(leaf)
-        and not isinstance(leaf, jax.core.Tracer)
-        and np.asarray(leaf) == 0
+def known_values(value: Any) -> list[np.ndarray]:
+    """The values of a hyperparameter that are known now: not traced or scheduled."""
+    return [
+        np.asarray(leaf)
         for leaf in jax.tree.leaves(value, is_leaf=callable)
-    )
+        if not callable(leaf) and not isinstance(leaf, jax.core.Tracer)
+    ]
 
 
 def check_hyperparam(name: str, value: Any, *, low: float, high: float) -> None:

@@ -18,7 +18,6 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from momentax import _hyperparams as hp
@@ -56,19 +55,15 @@ def _check_settings(settings: _Settings) -> None:
     hp.check_hyperparam("weight_decay", settings.weight_decay, low=0.0, high=math.inf)
     _check_flag("nesterov", settings.nesterov)
     _check_flag("maximize", settings.maximize)
-    if settings.nesterov and hp.has_known_zero(settings.momentum):
+    if settings.nesterov and any(v == 0 for v in hp.known_values(settings.momentum)):
         raise ValueError(
             "nesterov=True requires momentum > 0; got momentum="
             f"{settings.momentum!r}. Use nesterov=False for plain SGD."
         )
-    if settings.nesterov and not _is_zero_or_traced(settings.dampening):
+    if settings.nesterov and any(v != 0 for v in hp.known_values(settings.dampening)):
         raise ValueError(
             f"nesterov=True requires dampening=0; got dampening={settings.dampening!r}."
         )
-
-
-def _is_zero_or_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer) or not np.any(np.asarray(value) != 0)
 
 
 def _velocity_dtype(param_dtype: Any, accumulator_dtype: jnp.dtype | None) -> Any:
