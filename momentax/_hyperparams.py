@@ -107,7 +107,8 @@ def check_hyperparam(name: str, value: Any, *, low: float, high: float) -> None:
 
     Raises:
         TypeError: A leaf is not a real number, a JAX scalar or a callable.
-        ValueError: A known leaf is outside ``[low, high]`` or is NaN.
+        ValueError: A leaf (traced ones included) is not a scalar, or a known
+            leaf is outside ``[low, high]``, NaN or infinite.
     """
     if value is None or not is_per_leaf(value):
         _check_leaf(name, value, low, high)
