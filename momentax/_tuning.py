@@ -1,0 +1,91 @@
+"""Polyak's optimal heavy-ball tuning for a strongly convex quadratic."""
+
+import math
+from typing import Any, NamedTuple
+
+
+class HeavyBallTuning(NamedTuple):
+    r"""Holds Polyak's heavy-ball hyperparameters and the rate they achieve.
+
+    Attributes:
+        learning_rate: The step size :math:`\alpha`.
+        momentum: The momentum :math:`\beta`.
+        rate: The asymptotic factor by which the distance to the minimum shrinks
+            per step, :math:`(\sqrt\kappa - 1)/(\sqrt\kappa + 1)`.
+    """
+
+    learning_rate: float
+    momentum: float
+    rate: float
+
+
+def _curvature(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{name} must be a concrete real number (not traced); got {value!r}."
+        ) from error
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
+    return number
+
+
+def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTuning:
+    r"""Returns Polyak's optimal heavy-ball tuning for a quadratic.
+
+    For :math:`f(\theta) = \tfrac12 \theta^\top H \theta - c^\top \theta` whose
+    Hessian :math:`H` has its eigenvalues in :math:`[m, L]` (``min_curvature``,
+    ``max_curvature``), with condition number :math:`\kappa = L/m`, the heavy-ball
+    method
+
+    .. math::
+        \theta_{t+1} = \theta_t - \alpha \nabla f(\theta_t)
+            + \beta (\theta_t - \theta_{t-1})
+
+    converges fastest for
+
+    .. math::
+        \alpha = \frac{4}{(\sqrt L + \sqrt m)^2}, \qquad
+        \beta = \left(\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}\right)^2,
+
+    at the asymptotic rate :math:`\sqrt\beta = (\sqrt\kappa - 1)/(\sqrt\kappa + 1)`
+    per step, against :math:`(\kappa - 1)/(\kappa + 1)` for the best plain
+    gradient descent. The heavy-ball method is :func:`momentax.momentum` with
+    these values and a constant learning rate, in either convention. For a
+    non-quadratic loss this is a heuristic, and no guarantee.
+
+    Args:
+        max_curvature: :math:`L`, the largest Hessian eigenvalue (> 0).
+        min_curvature: :math:`m`, the smallest Hessian eigenvalue
+            (> 0 and <= ``max_curvature``).
+
+    Returns:
+        A :class:`HeavyBallTuning` with the learning rate, momentum and rate.
+
+    Raises:
+        ValueError: If a curvature is not finite and positive, or ``m > L``.
+
+    Examples:
+        >>> import momentax
+        >>> tuning = momentax.heavy_ball_tuning(max_curvature=100.0, min_curvature=1.0)
+        >>> print(f"{tuning.learning_rate:.4f} {tuning.momentum:.4f} {tuning.rate:.4f}")
+        0.0331 0.6694 0.8182
+        >>> opt = momentax.momentum(tuning.learning_rate, momentum=tuning.momentum)
+
+    References:
+        Polyak, "Some methods of speeding up the convergence of iteration
+        methods", USSR Computational Mathematics and Mathematical Physics 4(5),
+        1964. Goh, "Why Momentum Really Works", Distill, 2017.
+    """
+    big = _curvature("max_curvature", max_curvature)
+    small = _curvature("min_curvature", min_curvature)
+    if small > big:
+        raise ValueError(
+            f"min_curvature must be <= max_curvature; got {min_curvature!r} > "
+            f"{max_curvature!r}."
+        )
+    root_kappa = math.sqrt(big / small)
+    rate = (root_kappa - 1.0) / (root_kappa + 1.0)
+    learning_rate = 4.0 / (math.sqrt(big) + math.sqrt(small)) ** 2
+    return HeavyBallTuning(learning_rate, rate**2, rate)

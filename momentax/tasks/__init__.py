@@ -1,0 +1,52 @@
+"""The line-fitting tasks momentax started from, and the comparison run on them.
+
+Written once here and imported by the command line, the tests and the benchmarks.
+"""
+
+from momentax.tasks._compare import Contender as Contender
+from momentax.tasks._compare import Run as Run
+from momentax.tasks._compare import SignChange as SignChange
+from momentax.tasks._compare import contenders as contenders
+from momentax.tasks._compare import epochs_to_tolerance as epochs_to_tolerance
+from momentax.tasks._compare import run as run
+from momentax.tasks._compare import sign_change as sign_change
+from momentax.tasks._line import NOISY_REFERENCE as NOISY_REFERENCE
+from momentax.tasks._line import TASKS as TASKS
+from momentax.tasks._line import TINY_REFERENCE as TINY_REFERENCE
+from momentax.tasks._line import Batch as Batch
+from momentax.tasks._line import LineTask as LineTask
+from momentax.tasks._line import Optimum as Optimum
+from momentax.tasks._line import Reference as Reference
+from momentax.tasks._line import curvature_bounds as curvature_bounds
+from momentax.tasks._line import hessian as hessian
+from momentax.tasks._line import init_params as init_params
+from momentax.tasks._line import least_squares as least_squares
+from momentax.tasks._line import mse_loss as mse_loss
+from momentax.tasks._line import noisy_line as noisy_line
+from momentax.tasks._line import predict as predict
+from momentax.tasks._line import tiny_line as tiny_line
+
+__all__ = [
+    "NOISY_REFERENCE",
+    "TASKS",
+    "TINY_REFERENCE",
+    "Batch",
+    "Contender",
+    "LineTask",
+    "Optimum",
+    "Reference",
+    "Run",
+    "SignChange",
+    "contenders",
+    "curvature_bounds",
+    "epochs_to_tolerance",
+    "hessian",
+    "init_params",
+    "least_squares",
+    "mse_loss",
+    "noisy_line",
+    "predict",
+    "run",
+    "sign_change",
+    "tiny_line",
+]

@@ -1,0 +1,208 @@
+"""The comparison the main job runs: plain SGD, momentum, Nesterov and heavy ball."""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import optax
+
+from momentax._momentum import momentum as momentum_transform
+from momentax._training import fit
+from momentax._tuning import heavy_ball_tuning
+from momentax.tasks._line import (
+    LineTask,
+    Optimum,
+    curvature_bounds,
+    init_params,
+    mse_loss,
+)
+
+
+class Contender(NamedTuple):
+    """Holds one optimizer of the comparison and its settings.
+
+    Attributes:
+        name: A short name: ``"sgd"``, ``"momentum"``, ``"nesterov"`` or
+            ``"heavy-ball"``.
+        learning_rate: Its learning rate.
+        momentum: Its momentum (0 for plain SGD).
+        nesterov: Whether it uses Nesterov momentum.
+        optimizer: The optimizer (lr inside the velocity, as in the write-ups).
+    """
+
+    name: str
+    learning_rate: float
+    momentum: float
+    nesterov: bool
+    optimizer: optax.GradientTransformation
+
+
+def contenders(
+    task: LineTask,
+    *,
+    learning_rate: float | None = None,
+    momentum: float | None = None,
+) -> list[Contender]:
+    """Returns the optimizers compared on ``task``.
+
+    Plain SGD, momentum and Nesterov momentum use ``learning_rate`` and
+    ``momentum`` (default: the task's reference settings); the heavy ball uses
+    Polyak's tuning (:func:`momentax.heavy_ball_tuning`) from the exact curvature
+    of the training loss.
+
+    Raises:
+        ValueError: If ``learning_rate`` or ``momentum`` is out of range (the
+            checks of :func:`momentax.momentum`), or Nesterov is asked for with
+            momentum 0.
+    """
+    lr = task.reference.learning_rate if learning_rate is None else learning_rate
+    mu = task.reference.momentum if momentum is None else momentum
+    tuning = heavy_ball_tuning(*curvature_bounds(task.train))
+
+    def make(name: str, lr: float, mu: float, nesterov: bool) -> Contender:
+        return Contender(
+            name, lr, mu, nesterov, momentum_transform(lr, mu, nesterov=nesterov)
+        )
+
+    result = [make("sgd", lr, 0.0, False), make("momentum", lr, mu, False)]
+    if mu > 0:
+        result.append(make("nesterov", lr, mu, True))
+    result.append(make("heavy-ball", tuning.learning_rate, tuning.momentum, False))
+    return result
+
+
+class Run(NamedTuple):
+    """Holds one contender's run, as NumPy arrays indexed by epoch.
+
+    Entry ``t`` of ``trajectory`` and of the losses is the state after ``t``
+    epochs (``t = 0`` is the start); entry ``t - 1`` of ``k_grad`` and
+    ``k_velocity`` belongs to epoch ``t``: the gradient at its start and the
+    velocity after its step.
+
+    Attributes:
+        contender: The optimizer that ran.
+        trajectory: ``(epochs + 1, 2)`` array of ``(k, b)``.
+        train_loss: ``(epochs + 1,)`` training losses.
+        test_loss: ``(epochs + 1,)`` test losses, or None without a test split.
+        k_grad: ``(epochs,)`` gradients of the loss in ``k``.
+        k_velocity: ``(epochs,)`` velocities of ``k`` as the optimizer state holds
+            them, or None for plain SGD, which keeps none.
+    """
+
+    contender: Contender
+    trajectory: np.ndarray
+    train_loss: np.ndarray
+    test_loss: np.ndarray | None
+    k_grad: np.ndarray
+    k_velocity: np.ndarray | None
+
+
+def run(
+    task: LineTask,
+    contender: Contender,
+    epochs: int,
+    *,
+    steps_per_call: int | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> Run:
+    """Trains ``contender`` on ``task`` from :func:`init_params` with :func:`fit`.
+
+    All ``epochs`` full-batch steps run on the device; the history comes back to
+    the host once, at the end.
+    """
+    test = task.test
+    metrics = {} if test is None else {"test_loss": lambda s: mse_loss(s.params, test)}
+    result = fit(
+        mse_loss,
+        contender.optimizer,
+        init_params(task.train.x.dtype),
+        data=task.train,
+        num_steps=epochs,
+        steps_per_call=steps_per_call,
+        record=("loss", "params", "grads", "velocity"),
+        metrics=metrics,
+        callback=callback,
+    )
+    history, final = jax.device_get((result.history, result.params))
+
+    def with_final(values: np.ndarray, last: float) -> np.ndarray:
+        return np.append(np.asarray(values, np.float64), np.float64(last))
+
+    trajectory = np.stack(
+        [with_final(history["params"][n], final[n]) for n in ("k", "b")], axis=1
+    )
+    train_loss = with_final(
+        history["loss"], jax.device_get(mse_loss(final, task.train))
+    )
+    test_loss = (
+        None
+        if test is None
+        else with_final(history["test_loss"], jax.device_get(mse_loss(final, test)))
+    )
+    velocity = history["velocity"]
+    return Run(
+        contender,
+        trajectory,
+        train_loss,
+        test_loss,
+        np.asarray(history["grads"]["k"], np.float64),
+        None if velocity is None else np.asarray(velocity["k"], np.float64),
+    )
+
+
+def epochs_to_tolerance(run: Run, optimum: Optimum, rtol: float = 0.01) -> int | None:
+    r"""The first epoch from which the params stay within ``rtol`` of the optimum.
+
+    Within means :math:`\|\theta_t - \theta^*\| \le \text{rtol}\,\|\theta^*\|` for
+    :math:`\theta = (k, b)`; a distance in parameters rather than in loss, so that
+    it means the same on a noiseless task whose optimal loss is 0.
+
+    Returns:
+        That epoch (0 if the start is already there), or None if the last epoch
+        is not within ``rtol``.
+    """
+    target = np.array([optimum.params["k"], optimum.params["b"]])
+    distance = np.linalg.norm(run.trajectory - target, axis=1)
+    # Written as "not within" so that a diverged (NaN) epoch counts as outside.
+    outside = np.flatnonzero(~(distance <= rtol * np.linalg.norm(target)))
+    if outside.size == 0:
+        return 0
+    last = int(outside[-1])
+    return None if last == len(distance) - 1 else last + 1
+
+
+class SignChange(NamedTuple):
+    """Holds where k's gradient first changes sign, and where its velocity follows.
+
+    Attributes:
+        grad_epoch: The first epoch whose k gradient has the opposite sign to the
+            epoch before.
+        velocity_epoch: The first epoch from ``grad_epoch`` on whose k velocity
+            has the opposite sign to the epoch before, or None if it never does
+            (or the optimizer keeps no velocity).
+    """
+
+    grad_epoch: int
+    velocity_epoch: int | None
+
+
+def _first_flip(values: np.ndarray, from_epoch: int) -> int | None:
+    """The first epoch >= ``from_epoch`` whose sign is opposite to the epoch before.
+
+    ``values[t - 1]`` belongs to epoch ``t``; zeros never flip.
+    """
+    signs = np.sign(values)
+    epochs = np.flatnonzero(signs[1:] * signs[:-1] < 0) + 2
+    epochs = epochs[epochs >= from_epoch]
+    return int(epochs[0]) if epochs.size else None
+
+
+def sign_change(run: Run) -> SignChange | None:
+    """Finds the first change of sign of k's gradient in ``run``, or None."""
+    grad_epoch = _first_flip(run.k_grad, 2)
+    if grad_epoch is None:
+        return None
+    velocity = run.k_velocity
+    velocity_epoch = None if velocity is None else _first_flip(velocity, grad_epoch)
+    return SignChange(grad_epoch, velocity_epoch)

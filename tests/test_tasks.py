@@ -1,0 +1,287 @@
+"""The line tasks, their least-squares optimum, heavy-ball tuning and comparison."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+import momentax
+from momentax import tasks
+
+
+class DataTest(parameterized.TestCase):
+    def test_noisy_data_is_reproducible_from_its_seed(self):
+        chex.assert_trees_all_equal(tasks.noisy_line(seed=7), tasks.noisy_line(seed=7))
+        a, b = tasks.noisy_line(seed=7), tasks.noisy_line(seed=8)
+        assert not np.array_equal(a.train.y, b.train.y)
+
+    def test_noisy_data_follows_its_parameters(self):
+        task = tasks.noisy_line(
+            seed=1,
+            slope=-2.0,
+            intercept=0.5,
+            num_points=4000,
+            x_range=(-1.0, 3.0),
+            noise_std=0.5,
+            test_fraction=0.25,
+        )
+        assert task.train.x.shape == (3000,) and task.test.x.shape == (1000,)
+        x = np.concatenate([task.train.x, task.test.x])
+        y = np.concatenate([task.train.y, task.test.y])
+        assert x.min() >= -1.0 and x.max() <= 3.0
+        residual = y - (-2.0 * x + 0.5)
+        # 4000 draws: the sample mean and std are within 4 standard errors.
+        assert abs(residual.mean()) < 4 * 0.5 / math.sqrt(4000)
+        assert abs(residual.std() - 0.5) < 4 * 0.5 / math.sqrt(2 * 4000)
+
+    def test_tiny_is_the_notebooks_data(self):
+        task = tasks.tiny_line()
+        np.testing.assert_array_equal(task.train.x, [1.0, 2.0, 3.0])
+        np.testing.assert_array_equal(task.train.y, [2.0, 4.0, 6.0])
+        assert task.test is None
+        assert task.reference == tasks.Reference(
+            epochs=20, learning_rate=0.1, momentum=0.9
+        )
+
+    def test_blog_reference_settings(self):
+        assert tasks.noisy_line().reference == tasks.Reference(450, 0.01, 0.93)
+
+    def test_zero_test_fraction_means_no_test_split(self):
+        assert tasks.noisy_line(test_fraction=0.0).test is None
+
+    @parameterized.named_parameters(
+        ("negative_seed", {"seed": -1}, ValueError, "seed must be an integer >= 0"),
+        ("bool_seed", {"seed": True}, ValueError, "seed"),
+        ("nan_slope", {"slope": math.nan}, ValueError, "slope must be finite"),
+        ("text_intercept", {"intercept": "3"}, TypeError, "intercept"),
+        ("empty_range", {"x_range": (1.0, 1.0)}, ValueError, "low < high"),
+        ("negative_noise", {"noise_std": -1.0}, ValueError, "noise_std must be >= 0"),
+        (
+            "all_test",
+            {"test_fraction": 1.0},
+            ValueError,
+            r"test_fraction must be in \[0, 1\)",
+        ),
+        ("no_test", {"num_points": 2}, ValueError, "rounds to no test points"),
+        ("no_train", {"num_points": 2, "test_fraction": 0.5}, ValueError, "2 training"),
+        ("float64", {"dtype": jnp.float64}, ValueError, "64-bit"),
+        ("int_dtype", {"dtype": jnp.int32}, ValueError, "floating"),
+    )
+    def test_rejects(self, kwargs, error, message):
+        with pytest.raises(error, match=message):
+            tasks.noisy_line(**kwargs)
+
+
+class OptimumTest(parameterized.TestCase):
+    @parameterized.parameters("noisy", "tiny")
+    def test_least_squares_zeroes_the_gradient(self, name):
+        with jax.enable_x64(True):
+            task = tasks.TASKS[name](dtype=jnp.float64)
+            optimum = tasks.least_squares(task)
+            params = {k: jnp.float64(v) for k, v in optimum.params.items()}
+            grads = jax.grad(tasks.mse_loss)(params, task.train)
+            chex.assert_trees_all_close(grads, {"k": 0.0, "b": 0.0}, atol=1e-12)
+            loss = tasks.mse_loss(params, task.train)
+            assert abs(float(loss) - optimum.train_loss) < 1e-12
+
+    def test_hessian_is_exact(self):
+        with jax.enable_x64(True):
+            task = tasks.noisy_line(dtype=jnp.float64)
+            flat = lambda v: tasks.mse_loss({"k": v[0], "b": v[1]}, task.train)  # noqa: E731
+            expected = jax.hessian(flat)(jnp.zeros(2, jnp.float64))
+            np.testing.assert_allclose(tasks.hessian(task.train), expected, rtol=1e-12)
+        big, small = tasks.curvature_bounds(task.train)
+        np.testing.assert_allclose(
+            np.linalg.eigvalsh(expected), [small, big], rtol=1e-12
+        )
+
+
+class HeavyBallTuningTest(parameterized.TestCase):
+    def test_formula(self):
+        tuning = momentax.heavy_ball_tuning(max_curvature=9.0, min_curvature=1.0)
+        # sqrt(kappa) = 3: lr = 4 / (3 + 1)^2, rate = (3 - 1) / (3 + 1).
+        assert tuning == momentax.HeavyBallTuning(0.25, 0.25, 0.5)
+
+    def test_perfect_conditioning_is_a_newton_step(self):
+        tuning = momentax.heavy_ball_tuning(4.0, 4.0)
+        assert tuning == momentax.HeavyBallTuning(0.25, 0.0, 0.0)
+
+    @parameterized.named_parameters(
+        ("zero", (1.0, 0.0), ValueError, "min_curvature must be a finite number > 0"),
+        (
+            "inf",
+            (math.inf, 1.0),
+            ValueError,
+            "max_curvature must be a finite number > 0",
+        ),
+        ("order", (1.0, 2.0), ValueError, "min_curvature must be <= max_curvature"),
+        (
+            "text",
+            ("big", 1.0),
+            TypeError,
+            "max_curvature must be a concrete real number",
+        ),
+    )
+    def test_rejects(self, args, error, message):
+        with pytest.raises(error, match=message):
+            momentax.heavy_ball_tuning(*args)
+
+    def test_rejects_traced_curvature(self):
+        with pytest.raises(TypeError, match="not traced"):
+            jax.jit(lambda c: momentax.heavy_ball_tuning(c, 1.0))(2.0)
+
+    @parameterized.parameters("sutskever", "pytorch")
+    def test_measured_rate_matches_theory(self, convention):
+        # On an ill-conditioned noisy task (kappa about 630) in float64, the
+        # distance to the optimum shrinks by the theoretical factor r = sqrt(beta)
+        # per step, up to a slowly varying factor: at the optimal tuning the
+        # extreme eigenvalues give double roots, so the error behaves like
+        # (a + c t) r^t. Between steps 60 and 240 that factor raises the measured
+        # rate by at most (240/60)^(1/180) - 1 = 0.8%; the window ends while the
+        # distance is still far above float64 rounding. Detuning lr or momentum
+        # by 10% changes the rate by more than that.
+        with jax.enable_x64(True):
+            task = tasks.noisy_line(x_range=(2.0, 3.0), dtype=jnp.float64)
+            tuning = momentax.heavy_ball_tuning(*tasks.curvature_bounds(task.train))
+            opt = momentax.momentum(
+                tuning.learning_rate, momentum=tuning.momentum, convention=convention
+            )
+            result = momentax.fit(
+                tasks.mse_loss,
+                opt,
+                tasks.init_params(jnp.float64),
+                data=task.train,
+                num_steps=241,
+                record=("params",),
+            )
+            optimum = tasks.least_squares(task).params
+            path = np.stack([result.history["params"][n] - optimum[n] for n in "kb"], 1)
+        distance = np.linalg.norm(path, axis=1)
+        assert distance[240] > 1e-9 * distance[0]  # far above rounding
+        measured = (distance[240] / distance[60]) ** (1 / 180)
+        assert tuning.rate * 0.999 <= measured <= tuning.rate * 1.008, (
+            measured,
+            tuning,
+        )
+
+    def test_untuned_momentum_is_slower_than_the_tuned_rate(self):
+        # The same measurement for the blog's settings gives a rate far from
+        # optimal (sqrt(0.93) = 0.96 against about 0.63), so the test above can fail.
+        task = tasks.noisy_line()
+        tuning = momentax.heavy_ball_tuning(*tasks.curvature_bounds(task.train))
+        assert tuning.rate < 0.7 < math.sqrt(0.93)
+
+
+def run_all(task, epochs):
+    optimum = tasks.least_squares(task)
+    runs = {c.name: tasks.run(task, c, epochs) for c in tasks.contenders(task)}
+    return optimum, runs
+
+
+class ComparisonTest(parameterized.TestCase):
+    def test_contenders(self):
+        task = tasks.noisy_line()
+        found = {c.name: c for c in tasks.contenders(task)}
+        assert list(found) == ["sgd", "momentum", "nesterov", "heavy-ball"]
+        assert (found["momentum"].learning_rate, found["momentum"].momentum) == (
+            0.01,
+            0.93,
+        )
+        assert found["nesterov"].nesterov and not found["momentum"].nesterov
+        tuning = momentax.heavy_ball_tuning(*tasks.curvature_bounds(task.train))
+        assert found["heavy-ball"].learning_rate == tuning.learning_rate
+        assert found["heavy-ball"].momentum == tuning.momentum
+
+    def test_no_nesterov_without_momentum(self):
+        names = [c.name for c in tasks.contenders(tasks.tiny_line(), momentum=0.0)]
+        assert names == ["sgd", "momentum", "heavy-ball"]
+
+    def test_blog_settings_reach_least_squares(self):
+        task = tasks.noisy_line()
+        optimum, runs = run_all(task, task.reference.epochs)
+        for name in ("momentum", "nesterov", "heavy-ball"):
+            k, b = runs[name].trajectory[-1]
+            # float32 params near 3-4: a few ulps (1e-6) times the condition
+            # number (19) of the noise in the gradient is < 1e-4 relative.
+            np.testing.assert_allclose(
+                [k, b], [optimum.params["k"], optimum.params["b"]], rtol=1e-4
+            )
+            assert abs(runs[name].train_loss[-1] - optimum.train_loss) < 1e-5
+
+    def test_tiny_task_reaches_y_equals_2x(self):
+        task = tasks.tiny_line()
+        _, runs = run_all(task, 300)
+        for name in ("momentum", "nesterov", "heavy-ball"):
+            np.testing.assert_allclose(runs[name].trajectory[-1], [2.0, 0.0], atol=1e-4)
+
+    @parameterized.named_parameters(
+        ("default", {}),
+        ("more_ill_conditioned", {"x_range": (1.0, 2.0)}),
+    )
+    def test_momentum_needs_fewer_epochs_than_sgd(self, kwargs):
+        task = tasks.noisy_line(**kwargs)
+        big, small = tasks.curvature_bounds(task.train)
+        assert big / small > 15  # ill-conditioned
+        optimum, runs = run_all(task, 4000)
+        # Epochs to within 1%; never (None) counts as more than any number.
+        reached = {
+            name: tasks.epochs_to_tolerance(r, optimum) for name, r in runs.items()
+        }
+        epochs = {name: math.inf if e is None else e for name, e in reached.items()}
+        assert max(epochs["momentum"], epochs["nesterov"]) < 4000, epochs
+        assert epochs["heavy-ball"] < epochs["momentum"] < epochs["sgd"], epochs
+        assert epochs["nesterov"] < epochs["sgd"], epochs
+
+    def test_velocity_keeps_its_sign_after_the_gradient_flips(self):
+        # The blog's observation: with momentum 0.93, k keeps moving the same way
+        # for several epochs after its gradient has changed sign.
+        task = tasks.noisy_line()
+        run = tasks.run(task, tasks.contenders(task)[1], task.reference.epochs)
+        change = tasks.sign_change(run)
+        assert change is not None and change.velocity_epoch is not None
+        assert change.velocity_epoch - change.grad_epoch >= 5, change
+        start, end = change.grad_epoch, change.velocity_epoch
+        grad, velocity = (
+            run.k_grad[start - 1 : end - 1],
+            run.k_velocity[start - 1 : end - 1],
+        )
+        # Lr inside the velocity, v = mu*v - lr*g: a velocity with the gradient's
+        # sign carries k uphill, past the point where the gradient turned.
+        assert np.all(np.sign(grad) == np.sign(grad[0]))
+        assert np.all(np.sign(velocity) == np.sign(velocity[0]))
+        assert np.sign(velocity[0]) == np.sign(grad[0])
+        assert np.sign(run.k_velocity[end - 1]) != np.sign(velocity[0])
+
+
+class ToleranceTest(parameterized.TestCase):
+    def make_run(self, ks):
+        trajectory = np.stack([np.asarray(ks, float), np.zeros(len(ks))], 1)
+        contender = tasks.contenders(tasks.tiny_line())[0]
+        return tasks.Run(
+            contender, trajectory, np.zeros(len(ks)), None, np.zeros(len(ks) - 1), None
+        )
+
+    @parameterized.parameters(
+        ([0.0, 1.0, 1.5, 1.99, 2.0], 3),
+        ([0.0, 2.0, 3.0, 2.0, 2.0], 3),  # leaving the band again resets the count
+        ([2.0, 2.0], 0),
+        ([0.0, 1.0, 1.9], None),
+        ([0.0, 2.0, float("nan")], None),  # diverged
+        ([0.0, 2.0, float("inf"), 2.0], 3),
+    )
+    def test_epochs_to_tolerance(self, ks, expected):
+        optimum = tasks.Optimum({"k": 2.0, "b": 0.0}, 0.0, None)
+        assert tasks.epochs_to_tolerance(self.make_run(ks), optimum) == expected
+
+    def test_sign_change(self):
+        run = self.make_run([0.0] * 6)._replace(
+            k_grad=np.array([-3.0, -1.0, 2.0, 1.0, 0.5]),
+            k_velocity=np.array([1.0, 2.0, 1.0, 0.5, -0.1]),
+        )
+        assert tasks.sign_change(run) == tasks.SignChange(
+            grad_epoch=3, velocity_epoch=5
+        )

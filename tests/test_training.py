@@ -1,0 +1,350 @@
+"""The training utilities: train step, lax.scan fit, records, donation, velocity."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl.testing import parameterized
+
+import momentax
+from momentax import tasks
+from tests.helpers import TOL
+
+F32 = TOL[jnp.dtype("float32")]
+TASK = tasks.noisy_line(seed=0)
+RECORD = ("loss", "params", "grads", "updates", "velocity")
+OPTIMIZERS = {
+    "sutskever": lambda: momentax.momentum(0.01, momentum=0.93),
+    "pytorch-nesterov": lambda: momentax.momentum(
+        0.01, momentum=0.9, nesterov=True, convention="pytorch"
+    ),
+    "sgd": lambda: momentax.momentum(0.01, momentum=0.0),
+    "optax-sgd": lambda: optax.sgd(0.01, momentum=0.9),
+}
+
+
+def stepwise(opt, steps, batches=None, record=RECORD):
+    """The same training as fit, one jitted train-step call per step."""
+    step = momentax.make_train_step(tasks.mse_loss, opt, record=record)
+    params = tasks.init_params()
+    state = opt.init(params)
+    history = []
+    for i in range(steps):
+        index = i % 4
+        batch = (
+            TASK.train
+            if batches is None
+            else jax.tree.map(lambda b, index=index: b[index], batches)
+        )
+        params, state, records = step(params, state, batch)
+        history.append(records)
+    return params, state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
+
+
+def minibatches():
+    """The noisy task's 80 training points as 4 stacked batches of 20."""
+    return jax.tree.map(lambda a: a.reshape(4, 20), TASK.train)
+
+
+class FitMatchesStepwiseTest(parameterized.TestCase):
+    @parameterized.named_parameters(*OPTIMIZERS.items())
+    def test_full_batch(self, make_opt):
+        opt = make_opt()
+        fitted = momentax.fit(
+            tasks.mse_loss,
+            opt,
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=60,
+            record=RECORD,
+        )
+        params, state, history = stepwise(opt, 60)
+        # Same operations; XLA may fuse the scan body differently from the single
+        # step, so agreement is to float32 rounding (helpers.TOL), not bitwise.
+        chex.assert_trees_all_close(fitted.params, params, **F32)
+        chex.assert_trees_all_close(fitted.opt_state, state, **F32)
+        chex.assert_trees_all_close(fitted.history, history, **F32)
+
+    def test_stacked_batches_cycle(self):
+        opt = momentax.momentum(0.05, momentum=0.9)
+        fitted = momentax.fit(
+            tasks.mse_loss,
+            opt,
+            tasks.init_params(),
+            batches=minibatches(),
+            num_steps=10,
+            record=RECORD,
+        )
+        params, _, history = stepwise(opt, 10, batches=minibatches())
+        chex.assert_trees_all_close(fitted.params, params, **F32)
+        chex.assert_trees_all_close(fitted.history, history, **F32)
+
+    def test_batches_default_to_one_pass(self):
+        result = momentax.fit(
+            tasks.mse_loss, optax.sgd(0.01), tasks.init_params(), batches=minibatches()
+        )
+        assert result.history["loss"].shape == (4,)
+
+    @parameterized.parameters(1, 7, 60)
+    def test_steps_per_call_does_not_change_the_result(self, per_call):
+        opt = momentax.momentum(0.01, momentum=0.93)
+        whole = momentax.fit(
+            tasks.mse_loss,
+            opt,
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=60,
+            record=RECORD,
+        )
+        chunked = momentax.fit(
+            tasks.mse_loss,
+            opt,
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=60,
+            record=RECORD,
+            steps_per_call=per_call,
+        )
+        chex.assert_trees_all_close(whole, chunked, **F32)
+        assert chunked.history["loss"].shape == (60,)
+
+
+class RecordTest(parameterized.TestCase):
+    @parameterized.parameters("sutskever", "pytorch")
+    def test_velocity_is_the_optimizer_state_after_each_step(self, convention):
+        opt = momentax.momentum(0.01, momentum=0.93, convention=convention)
+        result = momentax.fit(
+            tasks.mse_loss,
+            opt,
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=30,
+            record=("params", "grads", "velocity"),
+        )
+        # Replay the recorded gradients through the optimizer by hand: the
+        # recorded velocity must be its state after every step, exactly.
+        state = opt.init(tasks.init_params())
+        for t in range(30):
+            grads = jax.tree.map(lambda h, t=t: h[t], result.history["grads"])
+            params = jax.tree.map(lambda h, t=t: h[t], result.history["params"])
+            _, state = jax.jit(opt.update)(grads, state, params)
+            recorded = jax.tree.map(lambda h, t=t: h[t], result.history["velocity"])
+            chex.assert_trees_all_equal(recorded, state.velocity)
+        chex.assert_trees_all_equal(state, result.opt_state)
+
+    def test_plain_sgd_records_no_velocity(self):
+        result = momentax.fit(
+            tasks.mse_loss,
+            momentax.momentum(0.1, momentum=0),
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=3,
+            record=("velocity",),
+        )
+        assert result.history["velocity"] is None
+
+    def test_metrics_see_the_step(self):
+        result = momentax.fit(
+            tasks.mse_loss,
+            momentax.momentum(0.01, momentum=0.9),
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=20,
+            record=("params",),
+            metrics={"test_loss": lambda s: tasks.mse_loss(s.params, TASK.test)},
+        )
+        expected = jax.vmap(lambda k, b: tasks.mse_loss({"k": k, "b": b}, TASK.test))(
+            result.history["params"]["k"], result.history["params"]["b"]
+        )
+        chex.assert_trees_all_close(result.history["test_loss"], expected, **F32)
+
+    def test_train_step_returns_the_loss_without_records(self):
+        opt = momentax.momentum(0.01, momentum=0.9)
+        step = momentax.make_train_step(tasks.mse_loss, opt)
+        params = tasks.init_params()
+        expected = tasks.mse_loss(params, TASK.train)
+        _, _, loss = step(params, opt.init(params), TASK.train)
+        chex.assert_trees_all_close(loss, expected, **F32)
+
+
+class ReproducibilityAndDonationTest(parameterized.TestCase):
+    def test_runs_are_bitwise_reproducible_from_a_seed(self):
+        def once():
+            task = tasks.noisy_line(seed=3)
+            return momentax.fit(
+                tasks.mse_loss,
+                momentax.momentum(0.01, momentum=0.93),
+                tasks.init_params(),
+                data=task.train,
+                num_steps=100,
+                record=RECORD,
+            )
+
+        chex.assert_trees_all_equal(once(), once())
+
+    def test_train_step_donates_and_returned_values_are_reusable(self):
+        opt = momentax.momentum(0.01, momentum=0.9)
+        step = momentax.make_train_step(tasks.mse_loss, opt)
+        params = tasks.init_params()
+        state = opt.init(params)
+        new_params, new_state, _ = step(params, state, TASK.train)
+        assert all(leaf.is_deleted() for leaf in jax.tree.leaves((params, state)))
+        # The returned buffers are live: read them, and feed them to more steps.
+        k = float(new_params["k"])
+        for _ in range(3):
+            new_params, new_state, _ = step(new_params, new_state, TASK.train)
+        assert np.isfinite(k) and np.isfinite(float(new_params["k"]))
+        assert not TASK.train.x.is_deleted()  # the batch is never donated
+
+    def test_fit_donates_its_inputs_and_returns_live_values(self):
+        params = tasks.init_params()
+        result = momentax.fit(
+            tasks.mse_loss,
+            momentax.momentum(0.01, momentum=0.9),
+            params,
+            data=TASK.train,
+            num_steps=5,
+            steps_per_call=2,
+        )
+        assert params["k"].is_deleted()
+        again = momentax.fit(
+            tasks.mse_loss,
+            momentax.momentum(0.01, momentum=0.9),
+            result.params,
+            data=TASK.train,
+            num_steps=5,
+            opt_state=result.opt_state,
+        )
+        assert np.isfinite(float(again.params["k"]))
+
+    @parameterized.parameters("train_step", "fit")
+    def test_donate_false_keeps_the_inputs(self, kind):
+        opt = momentax.momentum(0.01, momentum=0.9)
+        params = tasks.init_params()
+        if kind == "fit":
+            momentax.fit(
+                tasks.mse_loss, opt, params, data=TASK.train, num_steps=2, donate=False
+            )
+        else:
+            step = momentax.make_train_step(tasks.mse_loss, opt, donate=False)
+            step(params, opt.init(params), TASK.train)
+        assert float(params["k"]) == 0.0
+
+
+class CompilationTest(parameterized.TestCase):
+    def test_fit_compiles_once_per_chunk_length(self):
+        traces = []
+
+        def loss_fn(params, batch):
+            traces.append(1)  # runs only while tracing
+            return tasks.mse_loss(params, batch)
+
+        opt = momentax.momentum(0.01, momentum=0.9)
+        momentax.fit(loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10)
+        momentax.fit(loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10)
+        assert len(traces) == 1
+        # 25 steps in calls of 10: two full calls reuse one trace, the last 5 adds one.
+        momentax.fit(
+            loss_fn,
+            opt,
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=25,
+            steps_per_call=10,
+        )
+        assert len(traces) == 2
+
+    def test_callback_reports_progress_after_each_call(self):
+        calls = []
+        momentax.fit(
+            tasks.mse_loss,
+            momentax.momentum(0.01, momentum=0.9),
+            tasks.init_params(),
+            data=TASK.train,
+            num_steps=25,
+            steps_per_call=10,
+            callback=lambda done, total: calls.append((done, total)),
+        )
+        assert calls == [(10, 25), (20, 25), (25, 25)]
+
+
+class GetVelocityTest(parameterized.TestCase):
+    def test_finds_the_state_through_wrappers(self):
+        params = {"w": jnp.ones(3)}
+        opt = optax.MultiSteps(
+            optax.chain(
+                optax.clip_by_global_norm(1.0),
+                optax.inject_hyperparams(momentax.momentum)(
+                    learning_rate=0.1, momentum=0.9
+                ),
+            ),
+            every_k_schedule=2,
+        )
+        state = opt.init(params)
+        velocity = momentax.get_velocity(state)
+        assert velocity is state.inner_opt_state[1].inner_state.velocity
+
+    def test_reads_optax_trace(self):
+        state = optax.sgd(0.1, momentum=0.9).init({"w": jnp.ones(2)})
+        assert momentax.get_velocity(state) is state[0].trace
+
+    @parameterized.named_parameters(
+        ("none", optax.adam(0.1), "found 0"),
+        (
+            "two",
+            optax.chain(momentax.scale_by_momentum(0.9), momentax.momentum(0.1)),
+            "found 2",
+        ),
+    )
+    def test_needs_exactly_one(self, opt, message):
+        with pytest.raises(ValueError, match=message):
+            momentax.get_velocity(opt.init({"w": jnp.ones(2)}))
+
+
+class ValidationTest(parameterized.TestCase):
+    def fit(self, **overrides):
+        kwargs = dict(
+            loss_fn=tasks.mse_loss,
+            optimizer=momentax.momentum(0.1),
+            params=tasks.init_params(),
+            data=TASK.train,
+            num_steps=3,
+        )
+        kwargs.update(overrides)
+        return momentax.fit(**kwargs)
+
+    @parameterized.named_parameters(
+        ("unknown_record", {"record": ("loss", "hessian")}, ValueError, "'hessian'"),
+        ("record_string", {"record": "loss"}, TypeError, "sequence of names"),
+        ("metric_clash", {"metrics": {"loss": lambda s: s.loss}}, ValueError, "clash"),
+        ("metric_not_callable", {"metrics": {"x": 1.0}}, TypeError, r"metrics\['x'\]"),
+        ("both_data_and_batches", {"batches": TASK.train}, ValueError, "exactly one"),
+        ("neither", {"data": None}, ValueError, "exactly one"),
+        ("no_num_steps", {"num_steps": None}, ValueError, "num_steps"),
+        (
+            "zero_steps",
+            {"num_steps": 0},
+            ValueError,
+            "num_steps must be an integer >= 1",
+        ),
+        ("float_steps", {"num_steps": 2.0}, ValueError, "num_steps"),
+        ("bad_per_call", {"steps_per_call": -1}, ValueError, "steps_per_call"),
+        ("bad_loss", {"loss_fn": "mse"}, TypeError, "loss_fn"),
+        ("bad_optimizer", {"optimizer": optax.sgd}, TypeError, "optimizer"),
+    )
+    def test_rejects(self, overrides, error, message):
+        with pytest.raises(error, match=message):
+            self.fit(**overrides)
+
+    def test_rejects_ragged_batches(self):
+        ragged = tasks.Batch(jnp.ones((4, 5)), jnp.ones((3, 5)))
+        with pytest.raises(ValueError, match=r"leading lengths \[3, 4\]"):
+            self.fit(data=None, batches=ragged)
+
+    def test_train_step_rejects_unknown_records(self):
+        with pytest.raises(ValueError, match="'velocities'"):
+            momentax.make_train_step(
+                tasks.mse_loss, optax.sgd(0.1), record=("velocities",)
+            )
