@@ -286,6 +286,16 @@ class GetVelocityTest(parameterized.TestCase):
         velocity = momentax.get_velocity(state)
         assert velocity is state.inner_opt_state[1].inner_state.velocity
 
+    @parameterized.named_parameters(
+        ("masked", lambda opt: optax.masked(opt, {"w": True})),
+        ("apply_if_finite", lambda opt: optax.apply_if_finite(opt, 3)),
+    )
+    def test_finds_the_state_in_other_wrappers(self, wrap):
+        params = {"w": jnp.ones(3)}
+        state = wrap(momentax.momentum(0.1)).init(params)
+        velocity = momentax.get_velocity(state)
+        assert velocity is optax.tree_utils.tree_get(state, "velocity")
+
     def test_reads_optax_trace(self):
         state = optax.sgd(0.1, momentum=0.9).init({"w": jnp.ones(2)})
         assert momentax.get_velocity(state) is state[0].trace
