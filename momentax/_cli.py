@@ -21,18 +21,20 @@ from momentax._plotting import MISSING_MATPLOTLIB, write_plots
 # of the run, so that progress can be shown between them.
 _CHUNKED_ABOVE = 100_000
 _CHUNKS = 20
+MAX_EPOCHS = 10_000_000
 TOLERANCE = 0.01  # "within 1% of the optimum", see tasks.epochs_to_tolerance
 
 
 def _epochs(text: str) -> int:
+    allowed = f"must be an integer from 1 to {MAX_EPOCHS}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer >= 1; got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}")
+        raise argparse.ArgumentTypeError(f"{allowed}; got {text!r}") from None
+    if not 1 <= value <= MAX_EPOCHS:
+        # Every epoch's params, gradient and velocity are kept for the tables,
+        # plots and JSON: about 0.5 GB of memory per million epochs.
+        raise argparse.ArgumentTypeError(f"{allowed}; got {text!r}")
     return value
 
 
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Fit y = k*x + b with plain SGD, momentum, Nesterov momentum and the "
             "Polyak-tuned heavy ball, all jit-compiled, and compare them: the "
             "momentum table around k's gradient sign change, final losses, gap to "
-            "the least-squares optimum, epochs to within 1%% of it, and plots."
+            "the least-squares optimum, epochs to within 1% of it, and plots."
         ),
     )
     parser.add_argument(
@@ -77,30 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny: the notebook's y = 2x on x = 1, 2, 3",
     )
     parser.add_argument(
-        "--epochs", type=_epochs, help="full-batch epochs (default: 450 noisy, 20 tiny)"
+        "--epochs",
+        type=_epochs,
+        metavar="N",
+        help=f"full-batch epochs, at most {MAX_EPOCHS} (default: 450 noisy, 20 tiny)",
     )
     parser.add_argument(
         "--lr",
         "--learning-rate",
         dest="learning_rate",
         type=_number,
+        metavar="LR",
         help="learning rate of sgd, momentum and nesterov "
         "(default: 0.01 noisy, 0.1 tiny)",
     )
     parser.add_argument(
         "--momentum",
         type=_number,
+        metavar="MU",
         help="momentum of momentum and nesterov, in [0, 1] (default: 0.93 noisy, "
         "0.9 tiny); the heavy ball is always Polyak-tuned",
     )
     parser.add_argument(
-        "--seed", type=_seed, help="seed of the noisy task's data (default: 0)"
+        "--seed",
+        type=_seed,
+        metavar="S",
+        help="seed of the noisy task's data (default: 0)",
     )
     parser.add_argument(
         "--out",
         type=pathlib.Path,
-        default=pathlib.Path("momentax-out"),
-        help="folder for the PNG plots (default: ./momentax-out)",
+        metavar="DIR",
+        help="folder for the PNG plots, created if needed (default: ./momentax-out)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write no plots")
     parser.add_argument(
@@ -172,6 +182,8 @@ def _table_window(result: Result, epochs: int) -> range:
 def _sign_change_sentence(result: Result, epochs: int) -> str:
     change = result.sign_change
     if change is None:
+        if epochs == 1:
+            return "k's gradient has one epoch, so no change of sign."
         return f"k's gradient keeps its sign in all {epochs} epochs."
     sentence = f"k's gradient changes sign at epoch {change.grad_epoch}"
     if result.run.k_velocity is None:
@@ -338,13 +350,19 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         )
     except (TypeError, ValueError) as error:
         parser.error(f"--lr/--momentum: {error}")
+    if args.no_plots and args.out is not None:
+        parser.error("--out names the plots' folder; it cannot go with --no-plots")
+    out_folder = pathlib.Path("momentax-out") if args.out is None else args.out
     if not args.no_plots:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             parser.error(MISSING_MATPLOTLIB)
-        if args.out.exists() and not args.out.is_dir():
-            parser.error(f"--out: {args.out} exists and is not a folder")
+        # Fail before training, not after it.
+        try:
+            out_folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--out: cannot create the folder {out_folder}: {error}")
 
     optimum = tasks.least_squares(task)
     curvature = tasks.curvature_bounds(task.train)
@@ -366,7 +384,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         plots = (
             []
             if args.no_plots
-            else write_plots(task, optimum, [r.run for r in results], args.out)
+            else write_plots(task, optimum, [r.run for r in results], out_folder)
         )
     except OSError as error:
         print(f"momentax: error: cannot write the plots: {error}", file=sys.stderr)

@@ -10,6 +10,7 @@ are used as given.
 
 import math
 import numbers
+import operator
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -192,3 +193,14 @@ def check_dtype(name: str, dtype: Any) -> jnp.dtype | None:
             "jax.config.update('jax_enable_x64', True)."
         )
     return result
+
+
+def check_integer(name: str, value: Any, low: int) -> int:
+    """``value`` as an int, if it is an integer (Python or NumPy) >= ``low``."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+    return number

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from momentax.tasks import LineTask, Optimum, Run
+from momentax.tasks import LineTask, Optimum, Run, exact_loss
 
 MISSING_MATPLOTLIB = (
     "plots need matplotlib: install it with pip install 'momentax[plots]', "
@@ -62,17 +62,6 @@ def plot_losses(
     figure.savefig(path)
 
 
-def _surface(task: LineTask, k: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The training loss on the grid ``(k, b)``, from the data's moments."""
-    x = np.asarray(task.train.x, np.float64)
-    y = np.asarray(task.train.y, np.float64)
-    xx, x1, xy, y1, yy = (np.mean(v) for v in (x * x, x, x * y, y, y * y))
-    loss: np.ndarray = (
-        k * k * xx + 2 * k * b * x1 + b * b - 2 * k * xy - 2 * b * y1 + yy
-    )
-    return loss
-
-
 def _window(points: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Axis ranges holding the finite points and the center, with a margin."""
     finite = points[np.all(np.isfinite(points), axis=1)]
@@ -91,7 +80,7 @@ def plot_surface(
     k, b = np.meshgrid(
         np.linspace(low[0], high[0], 300), np.linspace(low[1], high[1], 300)
     )
-    loss = _surface(task, k, b)
+    loss = exact_loss(k, b, task.train)
     figure = _figure(6.4, 5.4)
     ax = figure.subplots()
     levels = np.geomspace(optimum.train_loss * 1.001 + 1e-9, loss.max(), 25)

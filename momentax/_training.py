@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from momentax import _hyperparams as hp
 from momentax._state import MomentumState
 
 PyTree = Any
@@ -111,6 +112,9 @@ def _recorders(
             f"record must be a sequence of names; got the string {record!r}."
         )
     names = tuple(record or ())
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"record names {repeated} are given more than once.")
     unknown = [name for name in names if name not in RECORDABLE]
     if unknown:
         raise ValueError(
@@ -125,7 +129,19 @@ def _recorders(
     for name, fn in metrics.items():
         if not callable(fn):
             raise TypeError(f"metrics[{name!r}] must be a function of StepInfo.")
+        _check_hashable(f"metrics[{name!r}]", fn)
     return tuple((name, RECORDABLE[name]) for name in names) + tuple(metrics.items())
+
+
+def _check_hashable(name: str, value: Any) -> None:
+    """The compiled loops are cached on these objects, so they must be hashable."""
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be hashable (a function, or an object with __hash__): the "
+            f"compiled loop is cached on it; got {type(value).__name__}."
+        ) from None
 
 
 def _check_training(loss_fn: Any, optimizer: Any) -> None:
@@ -140,6 +156,8 @@ def _check_training(loss_fn: Any, optimizer: Any) -> None:
         raise TypeError(
             f"optimizer must be an optax.GradientTransformation; got {optimizer!r}."
         )
+    _check_hashable("loss_fn", loss_fn)
+    _check_hashable("optimizer", optimizer)
 
 
 def _step(
@@ -178,8 +196,13 @@ def make_train_step(
     With ``donate=True`` (the default) the params and optimizer state passed in are
     donated: XLA writes the new values into their buffers instead of allocating
     new ones, which saves memory traffic and memory. Donated arrays must not be
-    used after the call; use the returned ones. The step compiles once per input
-    structure, shape and dtype; a new batch of the same shape does not recompile.
+    used after the call; use the returned ones. They must also be distinct
+    buffers: tied params (one array under two names) need ``donate=False``.
+
+    The step compiles once per input structure, shape and dtype; a new batch of the
+    same shape does not recompile. (Params made from Python scalars are weakly
+    typed and the returned ones are not, so such params trace once more on the
+    second call.)
 
     Args:
         loss_fn: ``loss_fn(params, batch)``, returning a scalar loss.
@@ -220,7 +243,7 @@ def make_train_step(
         params, opt_state, records = _step(
             loss_fn,
             optimizer,
-            recorders or (("loss", RECORDABLE["loss"]),),
+            recorders if returns_records else (("loss", RECORDABLE["loss"]),),
             params,
             opt_state,
             batch,
@@ -272,10 +295,18 @@ _SCAN = {
 }
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-    return value
+def _check_no_shared_buffers(tree: PyTree) -> None:
+    """Donation fails on a buffer passed twice, with a cryptic XLA error."""
+    seen: set[int] = set()
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array):
+            if id(leaf) in seen:
+                raise ValueError(
+                    "params and opt_state share an array (tied params, or a state "
+                    "holding the params); donation needs distinct buffers: pass "
+                    "donate=False, or copy the shared leaf."
+                )
+            seen.add(id(leaf))
 
 
 def _num_batches(batches: PyTree) -> int:
@@ -320,8 +351,11 @@ def fit(
 
     Compilation: the first call compiles a scan of ``steps_per_call`` steps; it
     is reused by later calls and later fits with the same ``loss_fn``,
-    ``optimizer`` object, records and shapes. When ``steps_per_call`` does not
-    divide ``num_steps``, the shorter last call compiles once more.
+    ``optimizer`` object, records, metric functions and shapes. When
+    ``steps_per_call`` does not divide ``num_steps``, the shorter last call
+    compiles once more. A new optimizer object (for example a new learning rate)
+    compiles anew; to sweep hyperparameters without recompiling, build the
+    optimizer with ``optax.inject_hyperparams`` and set the values in its state.
 
     Args:
         loss_fn: ``loss_fn(params, batch)``, returning a scalar loss.
@@ -339,7 +373,8 @@ def fit(
         record: Names from :data:`RECORDABLE` to keep per step.
         metrics: Extra per-step records: a dict from a name to a function of
             :class:`StepInfo`, traced into the compiled loop.
-        donate: Whether to donate the params and optimizer state buffers.
+        donate: Whether to donate the params and optimizer state buffers (they
+            must not share arrays; this is checked).
         callback: Called as ``callback(steps_done, num_steps)`` after each call,
             once its results are ready (for progress reports).
 
@@ -377,10 +412,14 @@ def fit(
         if num_batches is None:
             raise ValueError("fit with data= needs num_steps, the number of steps.")
         num_steps = num_batches
-    num_steps = _positive_int("num_steps", num_steps)
-    per_call = _positive_int("steps_per_call", steps_per_call or num_steps)
+    num_steps = hp.check_integer("num_steps", num_steps, low=1)
+    per_call = num_steps
+    if steps_per_call is not None:
+        per_call = hp.check_integer("steps_per_call", steps_per_call, low=1)
     if opt_state is None:
         opt_state = optimizer.init(params)
+    if donate:
+        _check_no_shared_buffers((params, opt_state))
 
     run = functools.partial(
         _SCAN[bool(donate)],

@@ -111,32 +111,60 @@ def test_options_reach_the_run(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_json_is_reproducible():
-    assert run_cli("--no-plots", "--json") == run_cli("--no-plots", "--json")
+def test_json_is_reproducible_across_processes():
+    # A fresh process compiles and runs everything anew: the results must be
+    # bit for bit those of this process (JSON keeps all 17 significant digits).
+    done = subprocess.run(
+        [sys.executable, "-m", "momentax", "--no-plots", "--json", "--seed", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(done.stdout) == json.loads(
+        run_cli("--no-plots", "--json", "--seed", "2")[1]
+    )
 
 
-def test_diverging_run_gives_valid_json():
+def test_diverging_run_gives_valid_json_and_plots(tmp_path):
+    # Warnings are errors here: overflow must not warn, in the losses or the plots.
     status, text = run_cli(
-        "--task", "tiny", "--lr", "5", "--epochs", "200", "--no-plots", "--json"
+        "--task",
+        "tiny",
+        "--lr",
+        "5",
+        "--epochs",
+        "200",
+        "--json",
+        "--out",
+        str(tmp_path),
     )
     assert status == 0
     sgd = json.loads(text)["optimizers"][0]
     assert sgd["final"]["train_loss"] is None  # overflowed to inf or nan: null
     assert sgd["epochs_to_tolerance"] is None
+    assert_plots(tmp_path, "tiny")
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--epochs", "0"], "--epochs: must be an integer >= 1"),
-        (["--epochs", "ten"], "--epochs: must be an integer >= 1; got 'ten'"),
-        (["--lr", "-1"], "--lr/--momentum: learning_rate must be a finite number >= 0"),
+        (["--epochs", "0"], "--epochs: must be an integer from 1 to 10000000"),
+        (
+            ["--epochs", "ten"],
+            "--epochs: must be an integer from 1 to 10000000; got 'ten'",
+        ),
+        (["--epochs", "10000001"], "--epochs: must be an integer from 1 to 10000000"),
+        (["--lr", "-1"], "--lr/--momentum: learning_rate must be > 0"),
+        (["--lr", "0"], "--lr/--momentum: learning_rate must be > 0"),
+        (["--momentum", "0"], r"momentum must be in (0, 1]"),
         (["--lr", "nan"], "must be finite"),
         (["--momentum", "1.5"], "momentum must be in [0, 1]"),
         (["--seed", "-3"], "--seed: must be an integer >= 0"),
         (["--task", "quadratic"], "invalid choice: 'quadratic'"),
         (["--task", "tiny", "--seed", "1"], "--seed only applies to --task noisy"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--no-plots", "--out", "x"], "it cannot go with --no-plots"),
     ],
 )
 def test_bad_options_exit_with_a_message(argv, message, capsys):
@@ -151,7 +179,7 @@ def test_out_must_be_a_folder(tmp_path, capsys):
     target.write_bytes(b"")
     with pytest.raises(SystemExit):
         _cli.main(["--epochs", "5", "--out", str(target)])
-    assert "exists and is not a folder" in capsys.readouterr().err
+    assert "--out: cannot create the folder" in capsys.readouterr().err
 
 
 def test_progress_is_shown_only_for_long_runs():

@@ -160,6 +160,14 @@ class RecordTest(parameterized.TestCase):
         )
         chex.assert_trees_all_close(result.history["test_loss"], expected, **F32)
 
+    def test_train_step_returns_exactly_the_records_asked_for(self):
+        opt = momentax.momentum(0.01, momentum=0.9)
+        params = tasks.init_params()
+        for record, keys in (((), set()), (("grads",), {"grads"})):
+            step = momentax.make_train_step(tasks.mse_loss, opt, record=record)
+            _, _, out = step(tasks.init_params(), opt.init(params), TASK.train)
+            assert set(out) == keys
+
     def test_train_step_returns_the_loss_without_records(self):
         opt = momentax.momentum(0.01, momentum=0.9)
         step = momentax.make_train_step(tasks.mse_loss, opt)
@@ -200,15 +208,18 @@ class ReproducibilityAndDonationTest(parameterized.TestCase):
 
     def test_fit_donates_its_inputs_and_returns_live_values(self):
         params = tasks.init_params()
+        opt = momentax.momentum(0.01, momentum=0.9)
+        state = opt.init(params)
         result = momentax.fit(
             tasks.mse_loss,
-            momentax.momentum(0.01, momentum=0.9),
+            opt,
             params,
+            opt_state=state,
             data=TASK.train,
             num_steps=5,
             steps_per_call=2,
         )
-        assert params["k"].is_deleted()
+        assert all(leaf.is_deleted() for leaf in jax.tree.leaves((params, state)))
         again = momentax.fit(
             tasks.mse_loss,
             momentax.momentum(0.01, momentum=0.9),
@@ -313,6 +324,13 @@ class GetVelocityTest(parameterized.TestCase):
             momentax.get_velocity(opt.init({"w": jnp.ones(2)}))
 
 
+class Unhashable:
+    __hash__ = None
+
+    def __call__(self, *args):
+        return 0.0
+
+
 class ValidationTest(parameterized.TestCase):
     def fit(self, **overrides):
         kwargs = dict(
@@ -341,12 +359,38 @@ class ValidationTest(parameterized.TestCase):
         ),
         ("float_steps", {"num_steps": 2.0}, ValueError, "num_steps"),
         ("bad_per_call", {"steps_per_call": -1}, ValueError, "steps_per_call"),
+        ("zero_per_call", {"steps_per_call": 0}, ValueError, "steps_per_call"),
+        ("bool_per_call", {"steps_per_call": True}, ValueError, "steps_per_call"),
+        ("repeated_record", {"record": ("loss", "loss")}, ValueError, "more than once"),
+        (
+            "unhashable_loss",
+            {"loss_fn": Unhashable()},
+            TypeError,
+            "loss_fn must be hashable",
+        ),
+        (
+            "unhashable_metric",
+            {"metrics": {"m": Unhashable()}},
+            TypeError,
+            r"metrics\['m'\] must be hashable",
+        ),
         ("bad_loss", {"loss_fn": "mse"}, TypeError, "loss_fn"),
         ("bad_optimizer", {"optimizer": optax.sgd}, TypeError, "optimizer"),
     )
     def test_rejects(self, overrides, error, message):
         with pytest.raises(error, match=message):
             self.fit(**overrides)
+
+    def test_accepts_numpy_integers(self):
+        result = self.fit(num_steps=np.int64(3), steps_per_call=np.int32(2))
+        assert result.history["loss"].shape == (3,)
+
+    def test_rejects_shared_buffers_when_donating(self):
+        tied = jnp.zeros(())
+        with pytest.raises(ValueError, match=r"share an array.*donate=False"):
+            self.fit(params={"k": tied, "b": tied})
+        result = self.fit(params={"k": tied, "b": tied}, donate=False)
+        assert np.isfinite(float(result.params["k"]))
 
     def test_rejects_ragged_batches(self):
         ragged = tasks.Batch(jnp.ones((4, 5)), jnp.ones((3, 5)))

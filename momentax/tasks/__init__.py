@@ -18,6 +18,7 @@ from momentax.tasks._line import LineTask as LineTask
 from momentax.tasks._line import Optimum as Optimum
 from momentax.tasks._line import Reference as Reference
 from momentax.tasks._line import curvature_bounds as curvature_bounds
+from momentax.tasks._line import exact_loss as exact_loss
 from momentax.tasks._line import hessian as hessian
 from momentax.tasks._line import init_params as init_params
 from momentax.tasks._line import least_squares as least_squares
@@ -40,6 +41,7 @@ __all__ = [
     "contenders",
     "curvature_bounds",
     "epochs_to_tolerance",
+    "exact_loss",
     "hessian",
     "init_params",
     "least_squares",

@@ -14,6 +14,7 @@ from momentax.tasks._line import (
     LineTask,
     Optimum,
     curvature_bounds,
+    exact_loss,
     init_params,
     mse_loss,
 )
@@ -52,12 +53,19 @@ def contenders(
     of the training loss.
 
     Raises:
-        ValueError: If ``learning_rate`` or ``momentum`` is out of range (the
-            checks of :func:`momentax.momentum`), or Nesterov is asked for with
-            momentum 0.
+        ValueError: If ``learning_rate`` is not > 0, or ``momentum`` not in
+            (0, 1] (0 would make momentum and Nesterov plain SGD), or another
+            check of :func:`momentax.momentum` fails.
     """
     lr = task.reference.learning_rate if learning_rate is None else learning_rate
     mu = task.reference.momentum if momentum is None else momentum
+    if not lr > 0:
+        raise ValueError(f"learning_rate must be > 0 to train; got {lr!r}.")
+    if not mu > 0:
+        raise ValueError(
+            f"momentum must be in (0, 1]: 0 would make momentum and Nesterov plain "
+            f"SGD; got {mu!r}."
+        )
     tuning = heavy_ball_tuning(*curvature_bounds(task.train))
 
     def make(name: str, lr: float, mu: float, nesterov: bool) -> Contender:
@@ -65,11 +73,12 @@ def contenders(
             name, lr, mu, nesterov, momentum_transform(lr, mu, nesterov=nesterov)
         )
 
-    result = [make("sgd", lr, 0.0, False), make("momentum", lr, mu, False)]
-    if mu > 0:
-        result.append(make("nesterov", lr, mu, True))
-    result.append(make("heavy-ball", tuning.learning_rate, tuning.momentum, False))
-    return result
+    return [
+        make("sgd", lr, 0.0, False),
+        make("momentum", lr, mu, False),
+        make("nesterov", lr, mu, True),
+        make("heavy-ball", tuning.learning_rate, tuning.momentum, False),
+    ]
 
 
 class Run(NamedTuple):
@@ -83,7 +92,8 @@ class Run(NamedTuple):
     Attributes:
         contender: The optimizer that ran.
         trajectory: ``(epochs + 1, 2)`` array of ``(k, b)``.
-        train_loss: ``(epochs + 1,)`` training losses.
+        train_loss: ``(epochs + 1,)`` training losses (float64, exact at the
+            trajectory's float32 params).
         test_loss: ``(epochs + 1,)`` test losses, or None without a test split.
         k_grad: ``(epochs,)`` gradients of the loss in ``k``.
         k_velocity: ``(epochs,)`` velocities of ``k`` as the optimizer state holds
@@ -108,11 +118,12 @@ def run(
 ) -> Run:
     """Trains ``contender`` on ``task`` from :func:`init_params` with :func:`fit`.
 
-    All ``epochs`` full-batch steps run on the device; the history comes back to
-    the host once, at the end.
+    All ``epochs`` full-batch steps run on the device, recording the params, the
+    gradients and the optimizer's velocity; the history comes back to the host
+    once, at the end. The losses along the trajectory are then evaluated exactly
+    (:func:`exact_loss`, float64), so that the gap to the optimum is not hidden
+    under float32 rounding.
     """
-    test = task.test
-    metrics = {} if test is None else {"test_loss": lambda s: mse_loss(s.params, test)}
     result = fit(
         mse_loss,
         contender.optimizer,
@@ -120,32 +131,21 @@ def run(
         data=task.train,
         num_steps=epochs,
         steps_per_call=steps_per_call,
-        record=("loss", "params", "grads", "velocity"),
-        metrics=metrics,
+        record=("params", "grads", "velocity"),
         callback=callback,
     )
     history, final = jax.device_get((result.history, result.params))
-
-    def with_final(values: np.ndarray, last: float) -> np.ndarray:
-        return np.append(np.asarray(values, np.float64), np.float64(last))
-
     trajectory = np.stack(
-        [with_final(history["params"][n], final[n]) for n in ("k", "b")], axis=1
+        [np.append(history["params"][n], final[n]).astype(np.float64) for n in "kb"],
+        axis=1,
     )
-    train_loss = with_final(
-        history["loss"], jax.device_get(mse_loss(final, task.train))
-    )
-    test_loss = (
-        None
-        if test is None
-        else with_final(history["test_loss"], jax.device_get(mse_loss(final, test)))
-    )
+    k, b = trajectory.T
     velocity = history["velocity"]
     return Run(
         contender,
         trajectory,
-        train_loss,
-        test_loss,
+        exact_loss(k, b, task.train),
+        None if task.test is None else exact_loss(k, b, task.test),
         np.asarray(history["grads"]["k"], np.float64),
         None if velocity is None else np.asarray(velocity["k"], np.float64),
     )
@@ -188,12 +188,16 @@ class SignChange(NamedTuple):
 
 
 def _first_flip(values: np.ndarray, from_epoch: int) -> int | None:
-    """The first epoch >= ``from_epoch`` whose sign is opposite to the epoch before.
+    """The first epoch >= ``from_epoch`` whose sign is opposite to the one before.
 
-    ``values[t - 1]`` belongs to epoch ``t``; zeros never flip.
+    ``values[t - 1]`` belongs to epoch ``t``. A zero carries the last nonzero sign
+    forward, so a change of sign through an exact zero is found (at the first
+    epoch with the new sign), and zeros alone never flip.
     """
     signs = np.sign(values)
-    epochs = np.flatnonzero(signs[1:] * signs[:-1] < 0) + 2
+    last_nonzero = np.maximum.accumulate(np.where(signs != 0, np.arange(len(signs)), 0))
+    carried = signs[last_nonzero]
+    epochs = np.flatnonzero(carried[1:] * carried[:-1] < 0) + 2
     epochs = epochs[epochs >= from_epoch]
     return int(epochs[0]) if epochs.size else None
 
