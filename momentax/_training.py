@@ -129,19 +129,25 @@ def _recorders(
     for name, fn in metrics.items():
         if not callable(fn):
             raise TypeError(f"metrics[{name!r}] must be a function of StepInfo.")
-        _check_hashable(f"metrics[{name!r}]", fn)
     return tuple((name, RECORDABLE[name]) for name in names) + tuple(metrics.items())
 
 
-def _check_hashable(name: str, value: Any) -> None:
-    """The compiled loops are cached on these objects, so they must be hashable."""
-    try:
-        hash(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be hashable (a function, or an object with __hash__): the "
-            f"compiled loop is cached on it; got {type(value).__name__}."
-        ) from None
+def _check_hashable(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    recorders: tuple[tuple[str, Metric], ...],
+) -> None:
+    """The compiled loop of :func:`fit` is cached on these, so they must hash."""
+    named = [("loss_fn", loss_fn), ("optimizer", optimizer)]
+    named += [(f"metrics[{name!r}]", fn) for name, fn in recorders]
+    for name, value in named:
+        try:
+            hash(value)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be hashable (a function, or an object with __hash__): "
+                f"fit caches its compiled loop on it; got {type(value).__name__}."
+            ) from None
 
 
 def _check_training(loss_fn: Any, optimizer: Any) -> None:
@@ -156,8 +162,6 @@ def _check_training(loss_fn: Any, optimizer: Any) -> None:
         raise TypeError(
             f"optimizer must be an optax.GradientTransformation; got {optimizer!r}."
         )
-    _check_hashable("loss_fn", loss_fn)
-    _check_hashable("optimizer", optimizer)
 
 
 def _step(
@@ -403,6 +407,7 @@ def fit(
     """
     _check_training(loss_fn, optimizer)
     recorders = _recorders(record, metrics)
+    _check_hashable(loss_fn, optimizer, recorders)
     if (data is None) == (batches is None):
         raise ValueError(
             "fit needs exactly one of data= (one batch) or batches= (a stack)."
