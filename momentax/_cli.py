@@ -21,21 +21,30 @@ from momentax._plotting import MISSING_MATPLOTLIB, write_plots
 # of the run, so that progress can be shown between them.
 _CHUNKED_ABOVE = 100_000
 _CHUNKS = 20
+# Every epoch's params, gradient and velocity are kept for the tables, plots and
+# JSON: about 0.5 GB of memory per million epochs.
 MAX_EPOCHS = 10_000_000
 TOLERANCE = 0.01  # "within 1% of the optimum", see tasks.epochs_to_tolerance
 
 
-def _epochs(text: str) -> int:
-    allowed = f"must be an integer from 1 to {MAX_EPOCHS}"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{allowed}; got {text!r}") from None
-    if not 1 <= value <= MAX_EPOCHS:
-        # Every epoch's params, gradient and velocity are kept for the tables,
-        # plots and JSON: about 0.5 GB of memory per million epochs.
-        raise argparse.ArgumentTypeError(f"{allowed}; got {text!r}")
-    return value
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``."""
+    allowed = (
+        f"must be an integer >= {low}"
+        if high is None
+        else (f"must be an integer from {low} to {high}")
+    )
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{allowed}; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{allowed}; got {text!r}")
+        return value
+
+    return parse
 
 
 def _number(text: str) -> float:
@@ -45,18 +54,6 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite; got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer >= 0; got {text!r}"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
     return value
 
 
@@ -80,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--epochs",
-        type=_epochs,
+        type=_integer(1, MAX_EPOCHS),
         metavar="N",
         help=f"full-batch epochs, at most {MAX_EPOCHS} (default: 450 noisy, 20 tiny)",
     )
@@ -102,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seed",
-        type=_seed,
+        type=_integer(0),
         metavar="S",
         help="seed of the noisy task's data (default: 0)",
     )

@@ -26,6 +26,19 @@ def assert_plots(folder, task):
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
 
 
+def run_module(*argv, cwd=None):
+    """``python -m momentax ARGV`` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "momentax", *argv],
+        cwd=cwd,
+        env=dict(os.environ, MPLBACKEND="Agg"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def test_default_run_prints_the_blog_table_and_summary(tmp_path):
     status, text = run_cli("--out", str(tmp_path))
     assert status == 0
@@ -114,13 +127,8 @@ def test_options_reach_the_run(tmp_path):
 def test_json_is_reproducible_across_processes():
     # A fresh process compiles and runs everything anew: the results must be
     # bit for bit those of this process (JSON keeps all 17 significant digits).
-    done = subprocess.run(
-        [sys.executable, "-m", "momentax", "--no-plots", "--json", "--seed", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    done = run_module("--no-plots", "--json", "--seed", "2")
+    assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == json.loads(
         run_cli("--no-plots", "--json", "--seed", "2")[1]
     )
@@ -192,26 +200,9 @@ def test_progress_is_shown_only_for_long_runs():
 
 
 def test_python_dash_m_runs_end_to_end(tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg")
-    done = subprocess.run(
-        [sys.executable, "-m", "momentax", "--task", "tiny", "--out", "plots"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_module("--task", "tiny", "--out", "plots", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "heavy-ball" in done.stdout and "epochs to 1%" in done.stdout
     assert_plots(tmp_path / "plots", "tiny")
-    bad = subprocess.run(
-        [sys.executable, "-m", "momentax", "--epochs", "-5"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    bad = run_module("--epochs", "-5", cwd=tmp_path)
     assert bad.returncode == 2 and "--epochs" in bad.stderr

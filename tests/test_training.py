@@ -43,6 +43,18 @@ def stepwise(opt, steps, batches=None, record=RECORD):
     return params, state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
 
 
+def fit_noisy(opt, num_steps, **kwargs):
+    """``momentax.fit`` of the noisy task's MSE from k = b = 0, full batch."""
+    return momentax.fit(
+        tasks.mse_loss,
+        opt,
+        tasks.init_params(),
+        data=TASK.train,
+        num_steps=num_steps,
+        **kwargs,
+    )
+
+
 def minibatches():
     """The noisy task's 80 training points as 4 stacked batches of 20."""
     return jax.tree.map(lambda a: a.reshape(4, 20), TASK.train)
@@ -52,12 +64,9 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
     @parameterized.named_parameters(*OPTIMIZERS.items())
     def test_full_batch(self, make_opt):
         opt = make_opt()
-        fitted = momentax.fit(
-            tasks.mse_loss,
+        fitted = fit_noisy(
             opt,
-            tasks.init_params(),
-            data=TASK.train,
-            num_steps=60,
+            60,
             record=RECORD,
         )
         params, state, history = stepwise(opt, 60)
@@ -90,20 +99,14 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
     @parameterized.parameters(1, 7, 60)
     def test_steps_per_call_does_not_change_the_result(self, per_call):
         opt = momentax.momentum(0.01, momentum=0.93)
-        whole = momentax.fit(
-            tasks.mse_loss,
+        whole = fit_noisy(
             opt,
-            tasks.init_params(),
-            data=TASK.train,
-            num_steps=60,
+            60,
             record=RECORD,
         )
-        chunked = momentax.fit(
-            tasks.mse_loss,
+        chunked = fit_noisy(
             opt,
-            tasks.init_params(),
-            data=TASK.train,
-            num_steps=60,
+            60,
             record=RECORD,
             steps_per_call=per_call,
         )
@@ -115,12 +118,9 @@ class RecordTest(parameterized.TestCase):
     @parameterized.parameters("sutskever", "pytorch")
     def test_velocity_is_the_optimizer_state_after_each_step(self, convention):
         opt = momentax.momentum(0.01, momentum=0.93, convention=convention)
-        result = momentax.fit(
-            tasks.mse_loss,
+        result = fit_noisy(
             opt,
-            tasks.init_params(),
-            data=TASK.train,
-            num_steps=30,
+            30,
             record=("params", "grads", "velocity"),
         )
         # Replay the recorded gradients through the optimizer by hand: the
@@ -135,23 +135,17 @@ class RecordTest(parameterized.TestCase):
         chex.assert_trees_all_equal(state, result.opt_state)
 
     def test_plain_sgd_records_no_velocity(self):
-        result = momentax.fit(
-            tasks.mse_loss,
+        result = fit_noisy(
             momentax.momentum(0.1, momentum=0),
-            tasks.init_params(),
-            data=TASK.train,
-            num_steps=3,
+            3,
             record=("velocity",),
         )
         assert result.history["velocity"] is None
 
     def test_metrics_see_the_step(self):
-        result = momentax.fit(
-            tasks.mse_loss,
+        result = fit_noisy(
             momentax.momentum(0.01, momentum=0.9),
-            tasks.init_params(),
-            data=TASK.train,
-            num_steps=20,
+            20,
             record=("params",),
             metrics={"test_loss": lambda s: tasks.mse_loss(s.params, TASK.test)},
         )
@@ -269,12 +263,9 @@ class CompilationTest(parameterized.TestCase):
 
     def test_callback_reports_progress_after_each_call(self):
         calls = []
-        momentax.fit(
-            tasks.mse_loss,
+        fit_noisy(
             momentax.momentum(0.01, momentum=0.9),
-            tasks.init_params(),
-            data=TASK.train,
-            num_steps=25,
+            25,
             steps_per_call=10,
             callback=lambda done, total: calls.append((done, total)),
         )
