@@ -6,6 +6,8 @@ from momentax._momentum import CONVENTIONS as CONVENTIONS
 from momentax._momentum import Convention as Convention
 from momentax._momentum import momentum as momentum
 from momentax._momentum import scale_by_momentum as scale_by_momentum
+from momentax._packing import Packed as Packed
+from momentax._packing import pack as pack
 from momentax._state import MomentumState as MomentumState
 from momentax._training import RECORDABLE as RECORDABLE
 from momentax._training import FitResult as FitResult
@@ -26,6 +28,7 @@ __all__ = [
     "HeavyBallTuning",
     "HyperParam",
     "MomentumState",
+    "Packed",
     "ScalarOrSchedule",
     "StepInfo",
     "__version__",
@@ -34,5 +37,6 @@ __all__ = [
     "heavy_ball_tuning",
     "make_train_step",
     "momentum",
+    "pack",
     "scale_by_momentum",
 ]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
+from momentax._packing import unpacked
 from momentax._state import MomentumState
 
 PyTree = Any
@@ -22,7 +23,8 @@ class StepInfo(NamedTuple):
 
     Attributes:
         params: The params the loss and gradients were evaluated at (before the
-            step).
+            step), as the step received them (a :class:`momentax.Packed` stays
+            packed: call ``unpack()``).
         loss: The loss at ``params``.
         grads: The gradients of the loss at ``params``.
         updates: The optimizer's updates, as added to ``params``.
@@ -173,7 +175,9 @@ def _step(
     batch: PyTree,
 ) -> tuple[PyTree, PyTree, dict[str, PyTree]]:
     """One gradient step; returns the new params and state and the records."""
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    loss, grads = jax.value_and_grad(
+        lambda params, batch: loss_fn(unpacked(params), batch)
+    )(params, batch)
     updates, new_state = optimizer.update(grads, opt_state, params)
     info = StepInfo(params, loss, grads, updates, new_state)
     records = {name: fn(info) for name, fn in recorders}
@@ -202,6 +206,11 @@ def make_train_step(
     new ones, which saves memory traffic and memory. Donated arrays must not be
     used after the call; use the returned ones. They must also be distinct
     buffers: tied params (one array under two names) need ``donate=False``.
+
+    The params may be a :class:`momentax.Packed` (see :func:`momentax.pack`):
+    ``loss_fn`` still receives the unpacked tree, while the step passes, updates
+    and returns a few flat buffers. That makes a call over many small leaves
+    several times cheaper; initialise the optimizer on the packed params.
 
     The step compiles once per input structure, shape and dtype; a new batch of the
     same shape does not recompile. (Params made from Python scalars are weakly
@@ -364,8 +373,10 @@ def fit(
     Args:
         loss_fn: ``loss_fn(params, batch)``, returning a scalar loss.
         optimizer: Any Optax ``GradientTransformation``.
-        params: The initial params. Donated when ``donate`` is True: do not use
-            them after the call.
+        params: The initial params, a pytree or a :class:`momentax.Packed`
+            (``loss_fn`` then receives the unpacked tree, and the returned
+            params and state stay packed). Donated when ``donate`` is True: do
+            not use them after the call.
         data: The batch for full-batch training.
         batches: A stack of batches, cycled through.
         num_steps: Number of steps; required with ``data``.
