@@ -1,0 +1,177 @@
+"""``python -m benchmarks``: runs the suite and writes JSON, markdown and a PNG."""
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from benchmarks import _contenders as c
+from benchmarks import _report, _suites
+from benchmarks._timing import Settings
+
+SECTIONS = ("bandwidth", "sizes", "trees", "regression", "memory")
+FULL_SIZES = (10**3, 10**4, 10**5, 10**6, 10**7, 5 * 10**7)
+GPU_SIZES = (10**8, 5 * 10**8, 10**9)
+QUICK_SIZES = (10**3, 10**5, 10**6)
+FULL_TREES = (c.Problem(200, 5000), c.Problem(1000, 1000), c.Problem(1000, 10))
+QUICK_TREES = (c.Problem(20, 5000), c.Problem(100, 1000), c.Problem(100, 10))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
+    return value
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    names = tuple(name for name in text.split(",") if name)
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"choose from {','.join(SECTIONS)}; got {text!r}"
+        )
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Times momentum steps in momentax against optax.sgd, a "
+        "hand-written jax.numpy step, torch.optim.SGD and the memory bandwidth.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes and few repeats (about a minute), to check the suite runs",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks") / "results",
+        help="folder for <backend>[-quick].json, .md and .png (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sections",
+        type=_sections,
+        default=SECTIONS,
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
+    p.add_argument(
+        "--max-size",
+        type=_positive_int,
+        default=None,
+        help="largest single-leaf size (default 5e7; 1e9 on a GPU; 1e6 with --quick)",
+    )
+    p.add_argument("--repeats", type=_positive_int, default=None, help="timed samples")
+    p.add_argument(
+        "--min-sample-time",
+        type=_positive_float,
+        default=None,
+        help="seconds each timed sample lasts at least (calls are repeated)",
+    )
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    return p
+
+
+def _fit_steps(quick: bool) -> Any:
+    def steps(problem: c.Problem) -> int:
+        if problem.num_leaves > 1:
+            return 20 if quick else 100
+        return max(1, min(100, 10**8 // problem.size))
+
+    return steps
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the suite; returns the exit status."""
+    args = parser().parse_args(argv)
+    quick = args.quick
+    settings = Settings(
+        repeats=args.repeats or (5 if quick else 15),
+        min_sample_time=args.min_sample_time or (0.002 if quick else 0.02),
+    )
+    on_gpu = jax.default_backend() == "gpu"
+    sizes = QUICK_SIZES if quick else FULL_SIZES + (GPU_SIZES if on_gpu else ())
+    max_size = args.max_size or (max(sizes))
+    sizes = tuple(size for size in sizes if size <= max_size)
+    trees = QUICK_TREES if quick else FULL_TREES
+    torch = _suites.torch_or_none(not args.no_torch)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
+
+    command = "python -m benchmarks" + (
+        " " + shlex.join(argv if argv is not None else sys.argv[1:])
+        if (argv if argv is not None else sys.argv[1:])
+        else ""
+    )
+    results: dict[str, Any] = {
+        "command": command,
+        "environment": _report.environment(torch),
+        "settings": {
+            "quick": quick,
+            "repeats": settings.repeats,
+            "min_sample_time": settings.min_sample_time,
+            "learning_rate": c.LEARNING_RATE,
+            "momentum": c.MOMENTUM,
+        },
+    }
+    if torch is None:
+        results["notes"] = ["PyTorch is not installed or was left out (--no-torch)."]
+    sections = args.sections
+    if "bandwidth" in sections:
+        big = [s for s in sizes if s >= 10**6] or [max(sizes)]
+        results["bandwidth"] = _suites.bandwidth(big, settings, log)
+        results["bandwidth_limit"] = _report.bandwidth_limit(results["bandwidth"])
+    fit_steps = _fit_steps(quick)
+    if "sizes" in sections:
+        results["sizes"] = _suites.steps(
+            [c.Problem(1, size) for size in sizes],
+            settings,
+            torch=torch,
+            packed=False,
+            fit_steps=fit_steps,
+            log=log,
+        )
+    if "trees" in sections:
+        results["trees"] = _suites.steps(
+            trees, settings, torch=torch, packed=True, fit_steps=fit_steps, log=log
+        )
+    limit = results.get("bandwidth_limit")
+    for key in ("sizes", "trees"):
+        _report.add_fractions(results.get(key, []), limit)
+    if "regression" in sections:
+        results["regression"] = _suites.regression(settings, torch=torch, log=log)
+    if "memory" in sections:
+        memory_problems = [c.Problem(1, max(sizes)), trees[1]]
+        results["memory"] = _suites.memory(memory_problems, log)
+    results["targets"] = _report.targets(results)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = jax.default_backend() + ("-quick" if quick else "")
+    _report.write_json(results, args.out / f"{stem}.json")
+    (args.out / f"{stem}.md").write_text(_report.markdown(results))
+    written = [f"{stem}.json", f"{stem}.md"]
+    if _report.write_plot(results, args.out / f"{stem}.png"):
+        written.append(f"{stem}.png")
+    else:
+        log("matplotlib is not installed: no plot")
+    log(f"wrote {', '.join(str(args.out / name) for name in written)}")
+    print(_report.markdown(results))
+    return 0

@@ -1,0 +1,361 @@
+"""The contenders: momentum steps in momentax, Optax, jax.numpy and PyTorch.
+
+Every contender runs the same update from the same params and gradients:
+learning rate 0.01 and momentum 0.9, ``v <- 0.9 v + g; p <- p - 0.01 v`` or
+its lr-inside equivalent, on float32 leaves. A call of a step contender is
+one update-and-apply: it reads the params, gradients and velocity and writes
+the params and velocity, 5 x 4 bytes per param at best.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import momentax
+from momentax import tasks
+
+LEARNING_RATE = 0.01
+MOMENTUM = 0.9
+BYTES_PER_PARAM = 5 * 4  # read p, g, v and write p, v, float32
+Arrays = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A pytree of ``num_leaves`` float32 vectors of ``leaf_size`` params."""
+
+    num_leaves: int
+    leaf_size: int
+
+    @property
+    def size(self) -> int:
+        """Params in all leaves."""
+        return self.num_leaves * self.leaf_size
+
+    @property
+    def label(self) -> str:
+        """A short name: ``1e+07`` for one leaf, ``1000 x 1000`` for a tree."""
+        if self.num_leaves == 1:
+            return f"{self.leaf_size:.0e}"
+        return f"{self.num_leaves} x {self.leaf_size}"
+
+    def arrays(self, seed: int = 0) -> tuple[Arrays, Arrays]:
+        """The initial params and the (fixed) gradients, as NumPy arrays."""
+        rng = np.random.default_rng(seed)
+        shape = (self.num_leaves, self.leaf_size)
+        params = rng.standard_normal(shape, dtype=np.float32)
+        grads = rng.standard_normal(shape, dtype=np.float32)
+        return list(params), list(grads)
+
+
+def _flat(leaves: Any) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(leaves)])
+
+
+def _update_and_apply(optimizer: optax.GradientTransformation) -> Callable[..., Any]:
+    """The step an Optax user writes: ``update``, then ``apply_updates``."""
+
+    def step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def _jax_numpy_step(params: Any, velocity: Any, grads: Any) -> tuple[Any, Any]:
+    """The hand-written step: ``v <- mu v - lr g; p <- p + v``."""
+    velocity = jax.tree.map(
+        lambda v, g: MOMENTUM * v - LEARNING_RATE * g, velocity, grads
+    )
+    return jax.tree.map(jnp.add, params, velocity), velocity
+
+
+class JaxStep:
+    """One jitted update-and-apply call per step."""
+
+    def __init__(
+        self,
+        step: Callable[..., Any],
+        init: Callable[[Any], Any],
+        params: Any,
+        grads: Any,
+        donate: bool,
+    ):
+        self._step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+        self._params = params
+        self._state = init(params)
+        self._grads = grads
+
+    def run(self, calls: int) -> None:
+        params, state = self._params, self._state
+        for _ in range(calls):
+            params, state = self._step(params, state, self._grads)
+        jax.block_until_ready((params, state))  # type: ignore[no-untyped-call]
+        self._params, self._state = params, state
+
+    def params(self) -> np.ndarray:
+        return _flat(momentax._packing.unpacked(self._params))
+
+
+def _linear_loss(params: Any, grads: Any) -> jax.Array:
+    """A loss whose gradient is ``grads``: it feeds fixed gradients to ``fit``.
+
+    Its value is never recorded, so XLA drops it: a step costs the same as an
+    update-and-apply step.
+    """
+    grads = momentax._packing.unpacked(grads)
+    terms = [
+        jnp.vdot(p, g)
+        for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads), strict=True)
+    ]
+    return jnp.sum(jnp.stack(terms))
+
+
+class JaxFit:
+    """``momentax.fit``: ``steps_per_call`` steps in one compiled ``lax.scan``."""
+
+    def __init__(
+        self,
+        optimizer: optax.GradientTransformation,
+        params: Any,
+        grads: Any,
+        steps_per_call: int,
+    ):
+        self._optimizer = optimizer
+        self._params = params
+        self._state = optimizer.init(params)
+        self._grads = grads
+        self.steps_per_call = steps_per_call
+
+    def run(self, calls: int) -> None:
+        for _ in range(calls):
+            result = momentax.fit(
+                _linear_loss,
+                self._optimizer,
+                self._params,
+                opt_state=self._state,
+                data=self._grads,
+                num_steps=self.steps_per_call,
+                record=(),
+            )
+            self._params, self._state = result.params, result.opt_state
+        jax.block_until_ready(self._params)  # type: ignore[no-untyped-call]
+
+    def params(self) -> np.ndarray:
+        return _flat(momentax._packing.unpacked(self._params))
+
+
+class TorchStep:
+    """``torch.optim.SGD.step()`` on tensors whose ``.grad`` is set."""
+
+    def __init__(self, torch: Any, params: Arrays, grads: Arrays, **options: Any):
+        self._torch = torch
+        self._device = torch.device("cuda" if _on_gpu() else "cpu")
+        self._params = [
+            torch.tensor(p, device=self._device, requires_grad=True) for p in params
+        ]
+        for p, g in zip(self._params, grads, strict=True):
+            p.grad = torch.tensor(g, device=self._device)
+        self._optimizer = torch.optim.SGD(
+            self._params, lr=LEARNING_RATE, momentum=MOMENTUM, **options
+        )
+
+    def run(self, calls: int) -> None:
+        for _ in range(calls):
+            self._optimizer.step()
+        if self._device.type == "cuda":
+            self._torch.cuda.synchronize()
+
+    def params(self) -> np.ndarray:
+        return np.concatenate([p.detach().cpu().numpy().ravel() for p in self._params])
+
+
+def _on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A named way to run momentum steps, and how to set it up.
+
+    Attributes:
+        name: The row label.
+        make: Builds a fresh runner from the params and the gradients.
+        donate: Whether the JAX buffers are donated (None: not JAX).
+        steps_per_call: Optimizer steps one call runs (fit runs many).
+        words: Float32 arrays of the problem's size the contender keeps alive
+            (for grouping within the memory budget).
+    """
+
+    name: str
+    make: Callable[[Arrays, Arrays], Any]
+    donate: bool | None
+    steps_per_call: int
+    words: int
+
+
+def _jax_leaves(arrays: Arrays) -> list[jax.Array]:
+    return [jnp.asarray(a) for a in arrays]
+
+
+def step_contenders(
+    *, fit_steps: int, packed: bool, torch: Any | None
+) -> list[Contender]:
+    """The contenders for one problem.
+
+    Args:
+        fit_steps: Steps per ``momentax.fit`` call.
+        packed: Include ``momentax.pack``'d params (for many-leaf trees).
+        torch: The ``torch`` module, or None to leave PyTorch out.
+
+    Returns:
+        The contenders, momentax first.
+    """
+    optimizers = {
+        "momentax sutskever": lambda: momentax.momentum(LEARNING_RATE, MOMENTUM),
+        "momentax pytorch": lambda: momentax.momentum(
+            LEARNING_RATE, MOMENTUM, convention="pytorch"
+        ),
+        "optax.sgd": lambda: optax.sgd(LEARNING_RATE, momentum=MOMENTUM),
+    }
+    contenders = []
+    for donate in (True, False):
+        suffix = "" if donate else " (no donation)"
+        # An undonated step allocates new params and velocity every call.
+        words = 3 if donate else 5
+        for name, make_optimizer in optimizers.items():
+            contenders.append(
+                Contender(
+                    name + suffix,
+                    lambda p, g, d=donate, mk=make_optimizer: _optax_step(
+                        mk(), p, g, d
+                    ),
+                    donate,
+                    1,
+                    words,
+                )
+            )
+        contenders.append(
+            Contender(
+                "jax.numpy" + suffix,
+                lambda p, g, d=donate: JaxStep(
+                    _jax_numpy_step,
+                    lambda params: jax.tree.map(jnp.zeros_like, params),
+                    _jax_leaves(p),
+                    _jax_leaves(g),
+                    d,
+                ),
+                donate,
+                1,
+                words,
+            )
+        )
+    contenders.append(
+        Contender(
+            "momentax fit (scan)",
+            lambda p, g: JaxFit(
+                optimizers["momentax sutskever"](),
+                _jax_leaves(p),
+                _jax_leaves(g),
+                fit_steps,
+            ),
+            True,
+            fit_steps,
+            3,
+        )
+    )
+    if packed:
+        contenders += [
+            Contender(
+                "momentax packed",
+                lambda p, g: JaxStep(
+                    _update_and_apply(optimizers["momentax sutskever"]()),
+                    optimizers["momentax sutskever"]().init,
+                    momentax.pack(_jax_leaves(p)),
+                    momentax.pack(_jax_leaves(g)),
+                    True,
+                ),
+                True,
+                1,
+                4,
+            ),
+            Contender(
+                "momentax packed fit (scan)",
+                lambda p, g: JaxFit(
+                    optimizers["momentax sutskever"](),
+                    momentax.pack(_jax_leaves(p)),
+                    momentax.pack(_jax_leaves(g)),
+                    fit_steps,
+                ),
+                True,
+                fit_steps,
+                4,
+            ),
+        ]
+    if torch is not None:
+        for option in ("foreach", "fused"):
+            contenders.append(
+                Contender(
+                    f"torch {option}",
+                    lambda p, g, o=option: TorchStep(torch, p, g, **{o: True}),
+                    None,
+                    1,
+                    3,
+                )
+            )
+    return contenders
+
+
+def _optax_step(
+    optimizer: optax.GradientTransformation, params: Arrays, grads: Arrays, donate: bool
+) -> JaxStep:
+    return JaxStep(
+        _update_and_apply(optimizer),
+        optimizer.init,
+        _jax_leaves(params),
+        _jax_leaves(grads),
+        donate,
+    )
+
+
+class Bandwidth:
+    """A streaming kernel on donated buffers: ``copy`` or ``triad``.
+
+    ``copy`` scales a vector in place (``x <- s x``: read and write, 2 x 4 bytes
+    per element); ``triad`` is ``a <- a + s b`` (3 x 4 bytes). Both are jitted
+    with the output written into the donated input, as a momentum step is.
+    """
+
+    WORDS: ClassVar[dict[str, int]] = {"copy": 2, "triad": 3}
+
+    def __init__(self, kind: str, size: int):
+        self.kind = kind
+        scale = jnp.float32(0.999)
+        self._a = jnp.ones(size, jnp.float32)
+        self._b = jnp.ones(size, jnp.float32)
+        if kind == "copy":
+            self._kernel = jax.jit(lambda a, b: a * scale, donate_argnums=0)
+        else:
+            self._kernel = jax.jit(lambda a, b: a + scale * b, donate_argnums=0)
+
+    def run(self, calls: int) -> None:
+        a = self._a
+        for _ in range(calls):
+            a = self._kernel(a, self._b)
+        a.block_until_ready()
+        self._a = a
+
+    def params(self) -> np.ndarray:
+        return np.asarray(self._a)
+
+
+def regression_setup() -> tuple[tasks.LineTask, optax.GradientTransformation]:
+    """The blog's task and optimizer, as the main job runs them."""
+    task = tasks.noisy_line()
+    reference = task.reference
+    return task, momentax.momentum(reference.learning_rate, reference.momentum)

@@ -1,0 +1,499 @@
+"""What the suite writes: the environment, the targets, JSON, markdown and a PNG."""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import momentax
+
+Row = dict[str, Any]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(torch: Any | None) -> dict[str, Any]:
+    """The device, the machine and the library versions of this run."""
+    device = jax.devices()[0]
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "backend": jax.default_backend(),
+        "device": device.device_kind,
+        "device_count": jax.device_count(),
+        "cpu": _cpu_model(),
+        "cpu_count": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "momentax": momentax.__version__,
+        "jax": jax.__version__,
+        "jaxlib": _version("jaxlib"),
+        "optax": _version("optax"),
+        "numpy": _version("numpy"),
+        "torch": None,
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "commit": _git_commit(),
+    }
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    return env
+
+
+def bandwidth_limit(rows: list[Row]) -> float | None:
+    """The best GB/s of copy or triad at the largest size measured."""
+    if not rows:
+        return None
+    largest = max(row["size"] for row in rows)
+    return max(row["gb_per_s"] for row in rows if row["size"] == largest)
+
+
+def add_fractions(rows: list[Row], limit: float | None) -> None:
+    """Adds each step row's fraction of the bandwidth limit (in place)."""
+    for row in rows:
+        row["fraction_of_bandwidth"] = (
+            None if limit is None else row["gb_per_s"] / limit
+        )
+
+
+def _median(rows: Iterable[Row], problem: str, contender: str) -> float | None:
+    for row in rows:
+        if row["problem"] == problem and row["contender"] == contender:
+            return float(row["median"])
+    return None
+
+
+def _target(
+    name: str, measured: float | None, threshold: float, at_most: bool, detail: str
+) -> Row:
+    met = None
+    if measured is not None:
+        met = measured <= threshold if at_most else measured >= threshold
+    return {
+        "target": name,
+        "measured": measured,
+        "threshold": threshold,
+        "at_most": at_most,
+        "met": met,
+        "detail": detail,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[Row]:
+    """The issue's targets, each with its measured value and whether it is met."""
+    out = []
+    sizes = results.get("sizes", [])
+    trees = results.get("trees", [])
+    momentax_rows = ("momentax sutskever", "momentax pytorch")
+    if sizes:
+        largest = max(sizes, key=lambda row: row["size"])["problem"]
+        optax = _median(sizes, largest, "optax.sgd")
+        fused = _median(sizes, largest, "torch fused")
+        best = min(t for t in (optax, fused) if t is not None)
+        for name in momentax_rows:
+            mine = _median(sizes, largest, name)
+            if mine is None:
+                continue
+            row = next(
+                r for r in sizes if r["problem"] == largest and r["contender"] == name
+            )
+            out.append(
+                _target(
+                    f"{name} at {largest} params / best of optax.sgd and torch fused",
+                    mine / best,
+                    1.05,
+                    True,
+                    "donated step, ratio of medians",
+                )
+            )
+            if row.get("fraction_of_bandwidth") is not None:
+                out.append(
+                    _target(
+                        f"{name} at {largest} params, fraction of bandwidth",
+                        row["fraction_of_bandwidth"],
+                        0.85,
+                        False,
+                        "5 x 4 bytes per param over the copy/triad limit",
+                    )
+                )
+    pairs = [
+        (mine, optax)
+        for mine, optax in (
+            ("momentax sutskever", "optax.sgd"),
+            ("momentax pytorch", "optax.sgd"),
+            ("momentax sutskever (no donation)", "optax.sgd (no donation)"),
+            ("momentax pytorch (no donation)", "optax.sgd (no donation)"),
+        )
+    ]
+    ratios = []
+    for rows in (sizes, trees):
+        for problem in dict.fromkeys(row["problem"] for row in rows):
+            for mine, optax in pairs:
+                a, b = _median(rows, problem, mine), _median(rows, problem, optax)
+                if a is not None and b is not None:
+                    ratios.append((a / b, f"{mine} on {problem}"))
+    if ratios:
+        worst, where = max(ratios)
+        out.append(
+            _target(
+                "momentax / optax.sgd, worst over every size and tree",
+                worst,
+                1.03,
+                True,
+                f"worst: {where}; {len(ratios)} ratios of medians",
+            )
+        )
+    tree = next(
+        (
+            r["problem"]
+            for r in trees
+            if r["num_leaves"] == 1000 and r["leaf_size"] == 1000
+        ),
+        None,
+    )
+    if tree is not None:
+        fused = _median(trees, tree, "torch fused")
+        if fused is not None:
+            for name in ("momentax fit (scan)", "momentax packed fit (scan)"):
+                mine = _median(trees, tree, name)
+                if mine is not None:
+                    out.append(
+                        _target(
+                            f"{name} on {tree}: speed-up per step over torch fused",
+                            fused / mine,
+                            10.0,
+                            False,
+                            "ratio of medians per step",
+                        )
+                    )
+            for name in ("momentax packed", "momentax sutskever"):
+                mine = _median(trees, tree, name)
+                if mine is not None:
+                    out.append(
+                        _target(
+                            f"{name}, one jitted call on {tree}: time / torch fused",
+                            mine / fused,
+                            1.0,
+                            True,
+                            "ratio of medians",
+                        )
+                    )
+    ways = results.get("regression", {}).get("ways", {})
+    if "torch eager" in ways:
+        out.append(
+            _target(
+                "blog regression: torch eager / momentax.fit",
+                ways["torch eager"]["median"]
+                / ways["momentax.fit (one lax.scan)"]["median"],
+                30.0,
+                False,
+                "whole 450-epoch training, compile excluded",
+            )
+        )
+    for row in results.get("memory", []):
+        if row["optimizer"] == "momentax" and row["donate"]:
+            out.append(
+                _target(
+                    f"peak memory / ideal, momentax {row['layout']} "
+                    f"on {row['problem']}",
+                    row["ratio"],
+                    1.10,
+                    True,
+                    "donated train step; ideal = params + gradients + velocity",
+                )
+            )
+    return out
+
+
+def seconds(value: float) -> str:
+    """A time with a readable unit: 8.1 ms, 12 µs, 1.23 s."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if value >= scale:
+            shown = value / scale
+            return f"{shown:.3g} {unit}"
+    return f"{value:.3g} s"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _grid(rows: list[Row], cell: Any) -> list[str]:
+    """Contenders down, problems across."""
+    problems = list(dict.fromkeys(row["problem"] for row in rows))
+    contenders = list(dict.fromkeys(row["contender"] for row in rows))
+    by_key = {(row["contender"], row["problem"]): row for row in rows}
+    body = [
+        [name]
+        + [cell(by_key[(name, p)], p) if (name, p) in by_key else "" for p in problems]
+        for name in contenders
+    ]
+    return _table(["contender", *problems], body)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as markdown tables."""
+    env = results["environment"]
+    lines = [
+        f"# momentax benchmarks: {env['device']} ({env['backend']})",
+        "",
+        f"{env['cpu']}, {env['cpu_count']} cores, {env['memory_gib']} GiB; "
+        f"jax {env['jax']}, optax {env['optax']}, torch {env['torch']}, "
+        f"momentax {env['momentax']} (commit {env['commit']}), {env['date']}. "
+        f"Command: `{results['command']}`.",
+        "",
+        "Times are medians over interleaved repeats (p25 to p75 in the JSON).",
+    ]
+    limit = results.get("bandwidth_limit")
+    if results.get("bandwidth"):
+        lines += ["", "## Memory bandwidth (jitted, donated)", ""]
+        body = [
+            [
+                f"{row['size']:.0e}",
+                row["kernel"],
+                seconds(row["median"]),
+                f"{row['gb_per_s']:.1f}",
+            ]
+            for row in results["bandwidth"]
+        ]
+        lines += _table(["floats", "kernel", "time", "GB/s"], body)
+        lines += ["", f"Limit used below: **{limit:.1f} GB/s**."]
+    if results.get("sizes"):
+        lines += [
+            "",
+            "## One step: time per step (fraction of the bandwidth limit)",
+            "",
+            "Params in one float32 leaf; 5 x 4 bytes per param per step.",
+            "",
+        ]
+        lines += _grid(results["sizes"], _step_cell)
+    if results.get("trees"):
+        lines += [
+            "",
+            "## Many leaves: time per step (speed-up over torch fused)",
+            "",
+            "Leaves x floats per leaf.",
+            "",
+        ]
+        fused = {
+            row["problem"]: row["median"]
+            for row in results["trees"]
+            if row["contender"] == "torch fused"
+        }
+        lines += _grid(
+            results["trees"],
+            lambda row, p: (
+                seconds(row["median"])
+                + (f" ({fused[p] / row['median']:.2g}x)" if p in fused else "")
+            ),
+        )
+    regression = results.get("regression")
+    if regression:
+        lines += [
+            "",
+            f"## The blog's regression: {regression['epochs']} epochs, whole training",
+            "",
+        ]
+        ways = regression["ways"]
+        eager = ways.get("torch eager", {}).get("median")
+        body = [
+            [
+                name,
+                seconds(way["median"]),
+                seconds(way["first_call"]),
+                seconds(way["compile"]),
+                f"{eager / way['median']:.3g}x" if eager else "",
+            ]
+            for name, way in ways.items()
+        ]
+        lines += _table(
+            ["way", "training", "first call", "compile", "speed-up over torch eager"],
+            body,
+        )
+    if results.get("memory"):
+        lines += [
+            "",
+            "## Peak memory of a training step (XLA buffer assignment)",
+            "",
+        ]
+        body = [
+            [
+                row["problem"],
+                f"{row['optimizer']} {row['layout']}",
+                "yes" if row["donate"] else "no",
+                f"{row['peak_bytes'] / 2**20:.1f}",
+                f"{row['ideal_bytes'] / 2**20:.1f}",
+                f"{row['ratio']:.2f}",
+            ]
+            for row in results["memory"]
+        ]
+        lines += _table(
+            ["params", "step", "donated", "peak MiB", "ideal MiB", "peak / ideal"], body
+        )
+    if results.get("targets"):
+        lines += ["", "## Targets", ""]
+        body = [
+            [
+                row["target"],
+                "" if row["measured"] is None else f"{row['measured']:.3g}",
+                ("≤ " if row["at_most"] else "≥ ") + f"{row['threshold']:g}",
+                {True: "met", False: "**missed**", None: "n/a"}[row["met"]],
+            ]
+            for row in results["targets"]
+        ]
+        lines += _table(["target", "measured", "needed", ""], body)
+    return "\n".join(lines) + "\n"
+
+
+def _step_cell(row: Row, _: str) -> str:
+    text = seconds(row["median"])
+    if row.get("fraction_of_bandwidth") is not None:
+        text += f" ({row['fraction_of_bandwidth']:.0%})"
+    return text
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    """Writes the results, indented, with a trailing newline."""
+    path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+
+
+def write_plot(results: dict[str, Any], path: Path) -> bool:
+    """Draws the step sweep, the trees and the regression; False without matplotlib."""
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    fig = Figure(figsize=(16, 5.5), layout="constrained")
+    axes = fig.subplots(1, 3)
+    colors = [matplotlib.colormaps["tab20"](i) for i in range(20)]
+    for ax in axes:
+        ax.set_prop_cycle(color=colors)
+    env = results["environment"]
+    fig.suptitle(f"momentax benchmarks on {env['device']} ({env['backend']})")
+    _plot_sizes(axes[0], results)
+    _plot_bars(
+        axes[1],
+        results.get("trees", []),
+        "many leaves: time per step",
+    )
+    _plot_regression(axes[2], results.get("regression"))
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def _plot_sizes(ax: Any, results: dict[str, Any]) -> None:
+    rows = results.get("sizes", [])
+    for name in dict.fromkeys(row["contender"] for row in rows):
+        mine = sorted(
+            (r for r in rows if r["contender"] == name), key=lambda r: r["size"]
+        )
+        style = "--" if "no donation" in name else "-"
+        ax.plot(
+            [r["size"] for r in mine],
+            [r["gb_per_s"] for r in mine],
+            style,
+            marker="o",
+            markersize=3,
+            label=name,
+        )
+    limit = results.get("bandwidth_limit")
+    if limit:
+        ax.axhline(limit, color="black", linewidth=1, label="bandwidth limit")
+    ax.set(
+        xscale="log",
+        xlabel="params (float32)",
+        ylabel="GB/s (5 x 4 bytes per param)",
+        title="one step",
+    )
+    ax.legend(fontsize=6, loc="upper left")
+
+
+def _plot_bars(ax: Any, rows: list[Row], title: str) -> None:
+    problems = list(dict.fromkeys(row["problem"] for row in rows))
+    names = [
+        n
+        for n in dict.fromkeys(row["contender"] for row in rows)
+        if "no donation" not in n
+    ]
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        values = [_median(rows, p, name) or 0.0 for p in problems]
+        ax.bar([j + i * width for j in range(len(problems))], values, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(problems))], problems)
+    ax.set(yscale="log", ylabel="seconds per step", title=title)
+    ax.legend(fontsize=6, loc="lower left")
+
+
+def _plot_regression(ax: Any, regression: dict[str, Any] | None) -> None:
+    if not regression:
+        return
+    ways = regression["ways"]
+    names = list(ways)
+    ax.barh(names, [ways[n]["median"] for n in names], label="training")
+    ax.barh(
+        names,
+        [ways[n]["compile"] for n in names],
+        left=[ways[n]["median"] for n in names],
+        label="compile",
+        alpha=0.5,
+    )
+    ax.set(
+        xscale="log",
+        xlabel="seconds",
+        title=f"the blog's regression, {regression['epochs']} epochs",
+    )
+    ax.legend(fontsize=7)

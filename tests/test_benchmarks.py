@@ -1,0 +1,230 @@
+"""The benchmark suite runs (``--quick``), checks itself, and reports consistently.
+
+Nothing here asserts a speed: timings are what the suite reports, not what the
+tests check. The tests check that every section runs, every contender is
+timed, the derived numbers follow from the measured ones, and the suite
+refuses to compare contenders that compute different things.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import _cli, _report, _suites
+from benchmarks import _contenders as c
+from benchmarks._timing import summarize
+from tests.helpers import REQUIRE_OPTIONAL, optional_import
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH = optional_import("torch")
+STEP_CONTENDERS = {
+    "momentax sutskever",
+    "momentax pytorch",
+    "optax.sgd",
+    "jax.numpy",
+    "momentax fit (scan)",
+} | {f"{name} (no donation)" for name in ("momentax sutskever", "optax.sgd")}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """Runs ``python -m benchmarks --quick`` once; returns its folder and JSON."""
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    backend = json.loads((out / "cpu-quick.json").read_text())["environment"]
+    assert backend["backend"] == "cpu"
+    return out, json.loads((out / "cpu-quick.json").read_text()), done.stdout
+
+
+def test_quick_run_writes_json_markdown_and_plot(quick):
+    out, results, stdout = quick
+    assert {p.name for p in out.iterdir()} == {
+        "cpu-quick.json",
+        "cpu-quick.md",
+        "cpu-quick.png",
+    }
+    assert (out / "cpu-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "cpu-quick.md").read_text()
+    assert markdown == stdout.rstrip("\n") + "\n"
+    for heading in ("Memory bandwidth", "One step", "Many leaves", "regression"):
+        assert heading in markdown
+    assert results["command"] == "python -m benchmarks --quick --out " + str(out)
+    for key in ("device", "cpu", "jax", "optax", "numpy", "python", "date"):
+        assert results["environment"][key]
+
+
+def test_every_contender_is_timed_at_every_size_and_tree(quick):
+    _, results, _ = quick
+    expected = set(STEP_CONTENDERS)
+    if TORCH is not None or REQUIRE_OPTIONAL:
+        expected |= {"torch foreach", "torch fused"}
+    for section, problems in (
+        ("sizes", [f"{s:.0e}" for s in _cli.QUICK_SIZES]),
+        ("trees", [p.label for p in _cli.QUICK_TREES]),
+    ):
+        rows = results[section]
+        for problem in problems:
+            names = {r["contender"] for r in rows if r["problem"] == problem}
+            assert expected <= names, (section, problem, expected - names)
+        if section == "trees":
+            assert {"momentax packed", "momentax packed fit (scan)"} <= names
+        for row in rows:
+            assert 0 < row["minimum"] <= row["median"], row
+            assert row["p25"] <= row["median"] <= row["p75"], row
+            assert row["samples"] == results["settings"]["repeats"]
+
+
+def test_derived_numbers_follow_from_the_measured_ones(quick):
+    _, results, _ = quick
+    limit = results["bandwidth_limit"]
+    largest = max(r["size"] for r in results["bandwidth"])
+    assert limit == max(
+        r["gb_per_s"] for r in results["bandwidth"] if r["size"] == largest
+    )
+    for row in results["sizes"] + results["trees"]:
+        assert row["bytes"] == c.BYTES_PER_PARAM * row["size"]
+        assert math.isclose(row["gb_per_s"], row["bytes"] / row["median"] / 1e9)
+        assert math.isclose(row["fraction_of_bandwidth"], row["gb_per_s"] / limit)
+    ways = results["regression"]["ways"]
+    for way in ways.values():
+        # All ways train the same model: k and b agree to float32 rounding.
+        assert way["max_param_difference"] < 1e-4
+        assert way["compile"] == max(way["first_call"] - way["median"], 0.0)
+
+
+def test_memory_rows_and_targets_are_reported(quick):
+    _, results, _ = quick
+    rows = results["memory"]
+    assert {(r["optimizer"], r["layout"], r["donate"]) for r in rows} >= {
+        ("momentax", "tree", True),
+        ("momentax", "tree", False),
+        ("optax.sgd", "tree", True),
+        ("momentax", "packed", True),
+    }
+    for row in rows:
+        assert row["ideal_bytes"] == 12 * row["size"]
+        assert row["ratio"] == row["peak_bytes"] / row["ideal_bytes"]
+        # Without donation the new params and velocity need their own buffers.
+        if not row["donate"]:
+            assert row["peak_bytes"] >= 4 * 4 * row["size"]
+    names = [t["target"] for t in results["targets"]]
+    assert any(name.startswith("momentax / optax.sgd, worst") for name in names)
+    assert any(name.startswith("peak memory / ideal") for name in names)
+    for target in results["targets"]:
+        assert target["met"] in (True, False)
+
+
+def test_summarize_gives_median_quartiles_and_minimum():
+    stats = summarize([5.0, 1.0, 3.0, 2.0, 4.0], calls=7, first_call=9.0)
+    assert (stats.median, stats.minimum, stats.samples) == (3.0, 1.0, 5)
+    assert stats.p25 <= 2.0 and stats.p75 >= 4.0
+    assert (stats.calls_per_sample, stats.first_call) == (7, 9.0)
+
+
+def test_groups_split_contenders_to_fit_the_memory_budget(monkeypatch):
+    contenders = c.step_contenders(fit_steps=2, packed=False, torch=None)
+    monkeypatch.setattr(_suites, "_memory_budget", lambda: 10**12)
+    assert _suites._groups(contenders, 1000) == [contenders]
+    # A budget of 4 words per param: each group holds what fits, in order.
+    monkeypatch.setattr(_suites, "_memory_budget", lambda: 4 * 4 * 1000)
+    groups = _suites._groups(contenders, 1000)
+    assert [x for g in groups for x in g] == contenders
+    for group in groups:
+        assert len(group) == 1 or sum(x.words for x in group) <= 4
+
+
+class _Fixed:
+    def __init__(self, params):
+        self._params = np.asarray(params, np.float32)
+
+    def params(self):
+        return self._params
+
+
+def test_disagreeing_contender_stops_the_benchmark():
+    problem = c.Problem(1, 3)
+    runners = {"a": _Fixed([1, 2, 3]), "b": _Fixed([1, 2, 3.0001])}
+    _suites._check_agreement(runners, problem, {})
+    runners["c"] = _Fixed([1, 2, 3.1])
+    with pytest.raises(AssertionError, match="c disagrees"):
+        _suites._check_agreement(runners, problem, {})
+
+
+def test_targets_compare_the_right_rows():
+    def row(problem, contender, median, leaves=1, size=1000):
+        return {
+            "problem": problem,
+            "contender": contender,
+            "median": median,
+            "num_leaves": leaves,
+            "leaf_size": size,
+            "size": leaves * size,
+            "fraction_of_bandwidth": 0.9,
+        }
+
+    tree = "1000 x 1000"
+    results = {
+        "sizes": [
+            row("1e+03", "momentax sutskever", 1.0),
+            row("1e+03", "optax.sgd", 1.0),
+            row("1e+03", "torch fused", 2.0),
+        ],
+        "trees": [
+            row(tree, "momentax sutskever", 10.0, 1000),
+            row(tree, "optax.sgd", 9.0, 1000),
+            row(tree, "torch fused", 4.0, 1000),
+            row(tree, "momentax fit (scan)", 0.5, 1000),
+            row(tree, "momentax packed", 1.0, 1000),
+        ],
+    }
+    got = {t["target"]: t for t in _report.targets(results)}
+    worst = got["momentax / optax.sgd, worst over every size and tree"]
+    assert math.isclose(worst["measured"], 10 / 9) and worst["met"] is False
+    assert tree in worst["detail"]
+    speedup = got[f"momentax fit (scan) on {tree}: speed-up per step over torch fused"]
+    assert (speedup["measured"], speedup["met"]) == (8.0, False)
+    packed = got[f"momentax packed, one jitted call on {tree}: time / torch fused"]
+    assert (packed["measured"], packed["met"]) == (0.25, True)
+    large = got[
+        "momentax sutskever at 1e+03 params / best of optax.sgd and torch fused"
+    ]
+    assert (large["measured"], large["met"]) == (1.0, True)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "0"], "--repeats: must be an integer >= 1"),
+        (["--min-sample-time", "-1"], "--min-sample-time: must be a number > 0"),
+        (["--sections", "sizes,nope"], "--sections: choose from bandwidth"),
+    ],
+)
+def test_bad_options_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_seconds_picks_a_readable_unit():
+    assert [_report.seconds(v) for v in (1.5, 0.0081, 1.2e-5, 3e-9)] == [
+        "1.5 s",
+        "8.1 ms",
+        "12 µs",
+        "3 ns",
+    ]
