@@ -8,6 +8,8 @@ from momentax._momentum import momentum as momentum
 from momentax._momentum import scale_by_momentum as scale_by_momentum
 from momentax._packing import Packed as Packed
 from momentax._packing import pack as pack
+from momentax._sharding import Placement as Placement
+from momentax._sharding import opt_state_sharding as opt_state_sharding
 from momentax._state import MomentumState as MomentumState
 from momentax._training import RECORDABLE as RECORDABLE
 from momentax._training import FitResult as FitResult
@@ -29,6 +31,7 @@ __all__ = [
     "HyperParam",
     "MomentumState",
     "Packed",
+    "Placement",
     "ScalarOrSchedule",
     "StepInfo",
     "__version__",
@@ -37,6 +40,7 @@ __all__ = [
     "heavy_ball_tuning",
     "make_train_step",
     "momentum",
+    "opt_state_sharding",
     "pack",
     "scale_by_momentum",
 ]

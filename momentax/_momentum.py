@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
+from momentax._sharding import shard_like
 from momentax._state import MomentumState
 
 Convention: TypeAlias = Literal["sutskever", "pytorch"]
@@ -127,9 +128,13 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
         check_per_leaf(params, "params")
         velocity = None
         if has_velocity:
+            # Sharded like its param even under jit (see momentax._sharding).
             velocity = jax.tree.map(
-                lambda p: jnp.zeros_like(
-                    p, dtype=_velocity_dtype(p.dtype, settings.accumulator_dtype)
+                lambda p: shard_like(
+                    jnp.zeros_like(
+                        p, dtype=_velocity_dtype(p.dtype, settings.accumulator_dtype)
+                    ),
+                    p,
                 ),
                 params,
             )
@@ -191,7 +196,7 @@ def _transformation(settings: _Settings) -> optax.GradientTransformation:
                     x_in = x
                 new_v = mu * v.astype(dtype) + x_in
                 x = x + mu * new_v if settings.nesterov else new_v
-                new_v = new_v.astype(v.dtype)
+                new_v = shard_like(new_v.astype(v.dtype), v)
             if has_lr and not settings.lr_inside:
                 x = -jnp.asarray(lr, dtype) * x
             return x.astype(g.dtype), new_v

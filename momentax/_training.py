@@ -11,6 +11,7 @@ import optax
 
 from momentax import _hyperparams as hp
 from momentax._packing import unpacked
+from momentax._sharding import Placement
 from momentax._state import MomentumState
 
 PyTree = Any
@@ -170,6 +171,7 @@ def _step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     recorders: tuple[tuple[str, Metric], ...],
+    placement: Placement | None,
     params: PyTree,
     opt_state: PyTree,
     batch: PyTree,
@@ -181,7 +183,17 @@ def _step(
     updates, new_state = optimizer.update(grads, opt_state, params)
     info = StepInfo(params, loss, grads, updates, new_state)
     records = {name: fn(info) for name, fn in recorders}
-    return optax.apply_updates(params, updates), new_state, records
+    new_params = optax.apply_updates(params, updates)
+    if placement is not None:
+        new_params, new_state = placement.constrain(optimizer, new_params, new_state)
+    return new_params, new_state, records
+
+
+def _check_placement(placement: Any) -> None:
+    if placement is not None and not isinstance(placement, Placement):
+        raise TypeError(
+            f"placement must be a momentax.Placement or None; got {placement!r}."
+        )
 
 
 def make_train_step(
@@ -191,6 +203,7 @@ def make_train_step(
     record: Sequence[str] | None = None,
     metrics: Mapping[str, Metric] | None = None,
     donate: bool = True,
+    placement: Placement | None = None,
 ) -> Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree, Any]]:
     r"""Returns a jit-compiled training step for ``loss_fn`` and ``optimizer``.
 
@@ -226,6 +239,12 @@ def make_train_step(
         metrics: Extra records: a dict from a name to a function of
             :class:`StepInfo` (for example a test loss).
         donate: Whether to donate the params and optimizer state buffers.
+        placement: Where params, state and batches live on a device mesh (see
+            :class:`momentax.Placement`), or None for where they already are.
+            The step then places its inputs first (free for inputs already
+            placed, as the returned ones are: create the state with
+            ``placement.init``), and pins the returned params and state to
+            their placement.
 
     Returns:
         ``step(params, opt_state, batch) -> (params, opt_state, out)``, where
@@ -249,6 +268,7 @@ def make_train_step(
         w = 3.000
     """
     _check_training(loss_fn, optimizer)
+    _check_placement(placement)
     recorders = _recorders(record, metrics)
     returns_records = record is not None or metrics is not None
 
@@ -257,13 +277,29 @@ def make_train_step(
             loss_fn,
             optimizer,
             recorders if returns_records else (("loss", RECORDABLE["loss"]),),
+            placement,
             params,
             opt_state,
             batch,
         )
         return params, opt_state, records if returns_records else records["loss"]
 
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    if placement is None:
+        return jitted
+
+    @functools.wraps(step)
+    def placed_step(params: PyTree, opt_state: PyTree, batch: PyTree) -> Any:
+        return jitted(*place(params, opt_state, batch))
+
+    def place(params: PyTree, opt_state: PyTree, batch: PyTree) -> tuple[Any, ...]:
+        params = placement.put_params(params)
+        opt_state = placement.put_state(optimizer, params, opt_state)
+        return params, opt_state, placement.put_batch(batch)
+
+    # As a jitted function has: lower(...) for the HLO and the compiled step.
+    placed_step.lower = lambda *args: jitted.lower(*place(*args))  # type: ignore[attr-defined]
+    return placed_step
 
 
 def _batch_at(batches: PyTree, index: jax.Array, num_batches: int | None) -> PyTree:
@@ -281,6 +317,7 @@ def _scan_chunk(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     recorders: tuple[tuple[str, Metric], ...],
+    placement: Placement | None,
     length: int,
     num_batches: int | None,
 ) -> tuple[PyTree, PyTree, dict[str, PyTree]]:
@@ -290,7 +327,7 @@ def _scan_chunk(
         params, opt_state = carry
         batch = _batch_at(data, index, num_batches)
         params, opt_state, records = _step(
-            loss_fn, optimizer, recorders, params, opt_state, batch
+            loss_fn, optimizer, recorders, placement, params, opt_state, batch
         )
         return (params, opt_state), records
 
@@ -299,7 +336,7 @@ def _scan_chunk(
     return params, opt_state, history
 
 
-_STATIC = ("loss_fn", "optimizer", "recorders", "length", "num_batches")
+_STATIC = ("loss_fn", "optimizer", "recorders", "placement", "length", "num_batches")
 # Module-level so that repeated fits with the same loss, optimizer and chunk
 # length reuse one compilation.
 _SCAN = {
@@ -349,6 +386,8 @@ def fit(
     metrics: Mapping[str, Metric] | None = None,
     donate: bool = True,
     callback: Callable[[int, int], None] | None = None,
+    placement: Placement | None = None,
+    start_step: int = 0,
 ) -> FitResult:
     r"""Trains for ``num_steps`` steps, many steps per compiled call.
 
@@ -392,6 +431,14 @@ def fit(
             must not share arrays; this is checked).
         callback: Called as ``callback(steps_done, num_steps)`` after each call,
             once its results are ready (for progress reports).
+        placement: Where params, state and batches live on a device mesh (see
+            :class:`momentax.Placement`), or None to train where they are. With
+            a placement, ``fit`` places the params, the state (created in
+            place when ``opt_state`` is None) and the data, and every step
+            keeps the params and state on their placement.
+        start_step: The index of the first step, for resuming a run: step ``i``
+            uses batch ``i mod B``. (Schedules run on the step count kept in
+            ``opt_state``, so a restored state resumes them.)
 
     Returns:
         A :class:`FitResult` with the final params and state and the history.
@@ -417,6 +464,7 @@ def fit(
         k = 2.000, b = 0.000
     """
     _check_training(loss_fn, optimizer)
+    _check_placement(placement)
     recorders = _recorders(record, metrics)
     _check_hashable(loss_fn, optimizer, recorders)
     if (data is None) == (batches is None):
@@ -429,11 +477,22 @@ def fit(
             raise ValueError("fit with data= needs num_steps, the number of steps.")
         num_steps = num_batches
     num_steps = hp.check_integer("num_steps", num_steps, low=1)
+    start_step = hp.check_integer("start_step", start_step, low=0)
     per_call = num_steps
     if steps_per_call is not None:
         per_call = hp.check_integer("steps_per_call", steps_per_call, low=1)
+    source = data if batches is None else batches
+    if placement is not None:
+        params = placement.put_params(params)
+        if opt_state is not None:
+            opt_state = placement.put_state(optimizer, params, opt_state)
+        source = placement.put_batch(source, stacked=batches is not None)
     if opt_state is None:
-        opt_state = optimizer.init(params)
+        opt_state = (
+            optimizer.init(params)
+            if placement is None
+            else placement.init(optimizer, params)
+        )
     if donate:
         _check_no_shared_buffers((params, opt_state))
 
@@ -442,14 +501,14 @@ def fit(
         loss_fn=loss_fn,
         optimizer=optimizer,
         recorders=recorders,
+        placement=placement,
         num_batches=num_batches,
     )
-    source = data if batches is None else batches
     chunks = []
     for start in range(0, num_steps, per_call):
         length = min(per_call, num_steps - start)
         params, opt_state, history = run(
-            params, opt_state, source, jnp.int32(start), length=length
+            params, opt_state, source, jnp.int32(start_step + start), length=length
         )
         chunks.append(history)
         if callback is not None:

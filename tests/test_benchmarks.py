@@ -8,7 +8,6 @@ refuses to compare contenders that compute different things.
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from benchmarks import _cli, _report, _suites
 from benchmarks import _contenders as c
 from benchmarks._timing import summarize
-from tests.helpers import REQUIRE_OPTIONAL, optional_import
+from tests.helpers import REQUIRE_OPTIONAL, optional_import, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = optional_import("torch")
@@ -36,7 +35,7 @@ STEP_CONTENDERS = {
 def quick(tmp_path_factory):
     """Runs ``python -m benchmarks --quick`` once; returns its folder and JSON."""
     out = tmp_path_factory.mktemp("bench")
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env = subprocess_env(MPLBACKEND="Agg")
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
         cwd=ROOT,

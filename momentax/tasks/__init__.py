@@ -1,4 +1,5 @@
-"""The line-fitting tasks momentax started from, and the comparison run on them.
+"""The line-fitting tasks momentax started from, the comparison run on them, and
+the many-feature regression that scales them out.
 
 Written once here and imported by the command line, the tests and the benchmarks.
 """
@@ -26,17 +27,24 @@ from momentax.tasks._line import mse_loss as mse_loss
 from momentax.tasks._line import noisy_line as noisy_line
 from momentax.tasks._line import predict as predict
 from momentax.tasks._line import tiny_line as tiny_line
+from momentax.tasks._wide import WIDE_REFERENCE as WIDE_REFERENCE
+from momentax.tasks._wide import WideTask as WideTask
+from momentax.tasks._wide import linear_init as linear_init
+from momentax.tasks._wide import linear_loss as linear_loss
+from momentax.tasks._wide import wide_regression as wide_regression
 
 __all__ = [
     "NOISY_REFERENCE",
     "TASKS",
     "TINY_REFERENCE",
+    "WIDE_REFERENCE",
     "Batch",
     "Contender",
     "LineTask",
     "Optimum",
     "Reference",
     "Run",
+    "WideTask",
     "SignChange",
     "contenders",
     "curvature_bounds",
@@ -45,10 +53,13 @@ __all__ = [
     "hessian",
     "init_params",
     "least_squares",
+    "linear_init",
+    "linear_loss",
     "mse_loss",
     "noisy_line",
     "predict",
     "run",
     "sign_change",
     "tiny_line",
+    "wide_regression",
 ]
