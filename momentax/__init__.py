@@ -1,5 +1,7 @@
 """momentax: SGD with momentum as exactly specified, validated Optax transformations."""
 
+from momentax._checkpoint import restore_checkpoint as restore_checkpoint
+from momentax._checkpoint import save_checkpoint as save_checkpoint
 from momentax._hyperparams import HyperParam as HyperParam
 from momentax._hyperparams import ScalarOrSchedule as ScalarOrSchedule
 from momentax._momentum import CONVENTIONS as CONVENTIONS
@@ -42,5 +44,7 @@ __all__ = [
     "momentum",
     "opt_state_sharding",
     "pack",
+    "restore_checkpoint",
+    "save_checkpoint",
     "scale_by_momentum",
 ]

@@ -84,7 +84,7 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
         >>> params = {"w": jax.ShapeDtypeStruct((8,), jnp.float32, sharding=sharding)}
         >>> state = momentax.opt_state_sharding(momentax.momentum(0.1, 0.9), params)
         >>> state.velocity["w"].spec
-        PartitionSpec('model',)
+        P('model',)
     """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     abstract = tuple(_abstract(path, leaf) for path, leaf in leaves)
@@ -234,7 +234,7 @@ class Placement:
         >>> mesh = jax.make_mesh((jax.device_count(),), ("data",))
         >>> placement = momentax.Placement.data_parallel(mesh)
         >>> placement.batch
-        PartitionSpec('data',)
+        P('data',)
     """
 
     mesh: Mesh

@@ -1,5 +1,7 @@
-"""The line-fitting tasks momentax started from, the comparison run on them, and
-the many-feature regression that scales them out.
+"""The tasks momentax trains on: the lines it started from, and a wider one.
+
+The two line-fitting tasks and the comparison run on them, and the
+many-feature regression that the sharding examples scale out.
 
 Written once here and imported by the command line, the tests and the benchmarks.
 """
@@ -44,8 +46,8 @@ __all__ = [
     "Optimum",
     "Reference",
     "Run",
-    "WideTask",
     "SignChange",
+    "WideTask",
     "contenders",
     "curvature_bounds",
     "epochs_to_tolerance",

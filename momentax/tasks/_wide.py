@@ -92,7 +92,10 @@ def wide_regression(
 def linear_init(
     num_features: int, num_outputs: int, dtype: Any = jnp.float32
 ) -> dict[str, jax.Array]:
-    """Returns zero params ``{"w": (num_features, num_outputs), "b": (num_outputs,)}``."""
+    """Returns zero params ``{"w": (num_features, num_outputs), "b": (num_outputs,)}``.
+
+    Fresh arrays on every call, so a run that donates them leaves others intact.
+    """
     return {
         "w": jnp.zeros((num_features, num_outputs), dtype),
         "b": jnp.zeros((num_outputs,), dtype),
@@ -100,5 +103,9 @@ def linear_init(
 
 
 def linear_loss(params: dict[str, jax.Array], batch: Batch) -> jax.Array:
-    r"""The mean squared error :math:`\frac{1}{n m}\sum_{ik} ((x W + b)_{ik} - y_{ik})^2`."""
+    r"""The mean squared error over examples and outputs.
+
+    .. math::
+        \frac{1}{n m} \sum_{i k} ((x W + b)_{ik} - y_{ik})^2
+    """
     return jnp.mean((batch.x @ params["w"] + params["b"] - batch.y) ** 2)
