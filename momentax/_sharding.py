@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import jax
+import numpy as np
 import optax
 from jax.experimental.shard_alike import shard_alike
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -191,6 +192,28 @@ def largest_divisible_dim(axis_size: int, axis: str) -> Callable[..., PartitionS
     return rule
 
 
+def _put(tree: PyTree, shardings: PyTree) -> PyTree:
+    """``jax.device_put``, also onto devices of other processes.
+
+    ``device_put`` can only write to this process's devices; for a sharding
+    that spans processes each process builds its own shards from its copy.
+    """
+
+    def put(x: Any, sharding: NamedSharding) -> Any:
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            return x
+        if sharding.is_fully_addressable or (
+            isinstance(x, jax.Array) and not x.is_fully_addressable
+        ):
+            return jax.device_put(x, sharding)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(
+            host.shape, sharding, lambda index: host[index]
+        )
+
+    return jax.tree.map(put, tree, shardings)
+
+
 def _check_axis(mesh: Mesh, axis: Any, argument: str) -> str:
     if not isinstance(axis, str) or axis not in mesh.shape:
         raise ValueError(
@@ -337,12 +360,20 @@ class Placement:
         return opt_state_sharding(optimizer, sharded)
 
     def put_params(self, params: PyTree) -> PyTree:
-        """Returns the params placed on the mesh (no copy for a leaf already there)."""
-        return jax.device_put(params, self.param_sharding(params))
+        """Returns the params placed on the mesh (no copy for a leaf already there).
+
+        With several processes, a leaf that is not yet a global array must hold
+        the same values in every process (each keeps the shards of its devices).
+        """
+        return _put(params, self.param_sharding(params))
 
     def put_batch(self, batch: PyTree, *, stacked: bool = False) -> PyTree:
-        """Returns a batch (or a stack of them) placed on the mesh."""
-        return jax.device_put(batch, self.batch_sharding(batch, stacked=stacked))
+        """Returns a batch (or a stack of them) placed on the mesh.
+
+        With several processes, pass the whole batch in every process: each
+        keeps the examples of its own devices.
+        """
+        return _put(batch, self.batch_sharding(batch, stacked=stacked))
 
     def init(self, optimizer: optax.GradientTransformation, params: PyTree) -> Any:
         """Returns ``optimizer.init(params)`` created in place on the mesh.

@@ -1,0 +1,184 @@
+"""Train with several JAX processes on one machine, as a multi-host job would.
+
+Run with ``python examples/multiprocess.py --num-processes 2``. The launcher
+starts N copies of this script as workers on the loopback interface and waits
+for them (with a timeout, killing them all if one fails). Each worker:
+
+1. joins the others with ``jax.distributed.initialize`` (process 0 is the
+   coordinator at ``127.0.0.1:PORT``; CPU collectives go over gloo);
+2. builds the same many-feature regression task (same seed in every process)
+   and a mesh over the global devices, one per process here;
+3. trains it with ``momentax.fit`` and a ``momentax.Placement``: data-parallel
+   (``--layout data_parallel``: each process holds half the examples) or fully
+   sharded (``--layout fully_sharded``: each holds half of every param and of
+   its velocity);
+4. gathers the final params and writes them to ``--out/process_<i>.npz``.
+
+The launcher then checks that every process ended with bit-identical params.
+On a GPU cluster the same worker code runs with one process per host (or per
+GPU) and the coordinator address of the first host: only the launch differs.
+"""
+
+import argparse
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+TASK_SIZE = {"num_examples": 256, "num_features": 64, "num_outputs": 8}
+NUM_STEPS = 100
+LAYOUTS = ("data_parallel", "fully_sharded")
+
+
+def train(placement=None):
+    """Trains the task from zero params; returns the fit result.
+
+    With ``placement=None`` this is the single-process run the workers must
+    match.
+    """
+    import momentax
+    from momentax import tasks
+
+    task = tasks.wide_regression(**TASK_SIZE)
+    reference = task.reference
+    optimizer = momentax.momentum(reference.learning_rate, reference.momentum)
+    params = tasks.linear_init(TASK_SIZE["num_features"], TASK_SIZE["num_outputs"])
+    return momentax.fit(
+        tasks.linear_loss,
+        optimizer,
+        params,
+        data=task.train,
+        num_steps=NUM_STEPS,
+        placement=placement,
+    )
+
+
+def worker(args):
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"127.0.0.1:{args.port}",
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        initialization_timeout=args.timeout,
+    )
+    from jax.experimental import multihost_utils
+
+    import momentax
+
+    devices = jax.devices()  # global: every process's devices
+    if args.layout == "data_parallel":
+        mesh = jax.make_mesh((len(devices),), ("data",), devices=devices)
+        placement = momentax.Placement.data_parallel(mesh)
+    else:
+        mesh = jax.make_mesh((1, len(devices)), ("data", "model"), devices=devices)
+        placement = momentax.Placement.fully_sharded(mesh)
+    result = train(placement)
+    params = multihost_utils.process_allgather(result.params, tiled=True)
+    loss = multihost_utils.process_allgather(result.history["loss"], tiled=True)
+    np.savez(
+        pathlib.Path(args.out) / f"process_{args.process_id}.npz",
+        w=params["w"],
+        b=params["b"],
+        loss=loss,
+    )
+    print(
+        f"process {jax.process_index()}/{jax.process_count()}: "
+        f"{jax.local_device_count()} of {jax.device_count()} devices, "
+        f"loss {float(loss[0]):.4f} -> {float(loss[-1]):.4f}"
+    )
+    jax.distributed.shutdown()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args):
+    """Starts the workers, waits for all, and checks that their params agree."""
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    port = args.port or free_port()
+    env = dict(os.environ)
+    # One CPU device per process, whatever the parent was given.
+    env["XLA_FLAGS"] = " ".join(
+        flag
+        for flag in env.get("XLA_FLAGS", "").split()
+        if not flag.startswith("--xla_force_host_platform_device_count")
+    )
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--num-processes",
+                str(args.num_processes),
+                "--process-id",
+                str(i),
+                "--port",
+                str(port),
+                "--layout",
+                args.layout,
+                "--out",
+                str(out),
+                "--timeout",
+                str(args.timeout),
+            ],
+            env=env,
+            start_new_session=True,  # its own process group, to kill it whole
+        )
+        for i in range(args.num_processes)
+    ]
+    deadline = time.monotonic() + args.timeout
+    try:
+        codes = [w.wait(timeout=max(deadline - time.monotonic(), 0)) for w in workers]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+                w.wait()
+    if codes is None:
+        sys.exit(f"timed out after {args.timeout} s; all workers were killed.")
+    if any(codes):
+        sys.exit(f"workers exited with codes {codes}.")
+    results = [np.load(out / f"process_{i}.npz") for i in range(args.num_processes)]
+    for i, result in enumerate(results[1:], start=1):
+        for name in ("w", "b"):
+            if not np.array_equal(result[name], results[0][name]):
+                sys.exit(f"process {i} ended with other params ({name}) than 0.")
+    print(
+        f"{args.num_processes} processes ({args.layout}) ended with identical params."
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-processes", type=int, default=2)
+    parser.add_argument("--process-id", type=int, help="set for workers only")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--layout", choices=LAYOUTS, default="data_parallel")
+    parser.add_argument("--out", default="multiprocess-out")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds")
+    args = parser.parse_args(argv)
+    if args.num_processes < 1:
+        parser.error("--num-processes must be >= 1")
+    if args.timeout < 1:
+        parser.error("--timeout must be >= 1")
+    if args.process_id is None:
+        launch(args)
+    else:
+        worker(args)
+
+
+if __name__ == "__main__":
+    main()
