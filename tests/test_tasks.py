@@ -318,3 +318,46 @@ class ToleranceTest(parameterized.TestCase):
         assert tasks.sign_change(run) == tasks.SignChange(
             grad_epoch=3, velocity_epoch=5
         )
+
+
+class WideRegressionTest(parameterized.TestCase):
+    def test_shapes_dtype_and_seeded_determinism(self):
+        task = tasks.wide_regression(16, 4, 2, seed=3, dtype=jnp.float32)
+        again = tasks.wide_regression(16, 4, 2, seed=3, dtype=jnp.float32)
+        other = tasks.wide_regression(16, 4, 2, seed=4, dtype=jnp.float32)
+        self.assertEqual(task.train.x.shape, (16, 4))
+        self.assertEqual(task.train.y.shape, (16, 2))
+        self.assertEqual(task.train.x.dtype, jnp.float32)
+        chex.assert_trees_all_equal(task.train, again.train)
+        self.assertFalse(np.array_equal(task.train.x, other.train.x))
+
+    def test_noise_free_data_is_fit_exactly_by_the_true_params(self):
+        task = tasks.wide_regression(32, 8, 3, noise=0.0)
+        params = {k: jnp.asarray(v, jnp.float32) for k, v in task.true_params.items()}
+        # Only float32 rounding is left: errors ~1e-7 on values ~1, squared.
+        self.assertLess(float(tasks.linear_loss(params, task.train)), 1e-12)
+
+    def test_reference_settings_converge(self):
+        task = tasks.wide_regression()
+        ref = task.reference
+        result = momentax.fit(
+            tasks.linear_loss,
+            momentax.momentum(ref.learning_rate, ref.momentum),
+            tasks.linear_init(256, 8),
+            data=task.train,
+            num_steps=ref.epochs,
+        )
+        loss = result.history["loss"]
+        # Noise std 0.1: the loss floor is about 0.01 * (1 - p/n) = 0.005.
+        self.assertLess(float(loss[-1]), 0.0075)
+        self.assertGreater(float(loss[0]), 100 * float(loss[-1]))
+
+    @parameterized.parameters(
+        ({"num_examples": 0}, "num_examples"),
+        ({"num_features": 2.5}, "num_features"),
+        ({"num_outputs": -1}, "num_outputs"),
+        ({"noise": -0.1}, "noise"),
+    )
+    def test_rejects_bad_sizes(self, overrides, name):
+        with pytest.raises(ValueError, match=name):
+            tasks.wide_regression(**overrides)

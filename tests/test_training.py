@@ -90,6 +90,32 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
         chex.assert_trees_all_close(fitted.params, params, **F32)
         chex.assert_trees_all_close(fitted.history, history, **F32)
 
+    @parameterized.parameters(1, 4, 6)
+    def test_start_step_continues_the_batch_cycle(self, start):
+        # A run stopped after `start` steps and continued from start_step=start
+        # is the uninterrupted run; continuing from step 0 would reuse batch 0.
+        opt = momentax.momentum(0.05, momentum=0.9)
+        common = dict(batches=minibatches(), record=("loss",))
+        whole = momentax.fit(
+            tasks.mse_loss, opt, tasks.init_params(), num_steps=start + 5, **common
+        )
+        first = momentax.fit(
+            tasks.mse_loss, opt, tasks.init_params(), num_steps=start, **common
+        )
+        later = momentax.fit(
+            tasks.mse_loss,
+            opt,
+            first.params,
+            opt_state=first.opt_state,
+            num_steps=5,
+            start_step=start,
+            **common,
+        )
+        chex.assert_trees_all_equal(later.params, whole.params)
+        chex.assert_trees_all_equal(
+            later.history["loss"], whole.history["loss"][start:]
+        )
+
     def test_batches_default_to_one_pass(self):
         result = momentax.fit(
             tasks.mse_loss, optax.sgd(0.01), tasks.init_params(), batches=minibatches()
@@ -367,6 +393,9 @@ class ValidationTest(parameterized.TestCase):
         ),
         ("bad_loss", {"loss_fn": "mse"}, TypeError, "loss_fn"),
         ("bad_optimizer", {"optimizer": optax.sgd}, TypeError, "optimizer"),
+        ("negative_start", {"start_step": -1}, ValueError, "start_step"),
+        ("float_start", {"start_step": 1.5}, ValueError, "start_step"),
+        ("bad_placement", {"placement": "data"}, TypeError, "placement must be"),
     )
     def test_rejects(self, overrides, error, message):
         with pytest.raises(error, match=message):
