@@ -52,6 +52,18 @@ def train(opt, where, num_steps, **kwargs):
     )
 
 
+def resume(opt, where, restored):
+    """Trains the rest of the run from a restored checkpoint."""
+    return train(
+        opt,
+        where,
+        NUM_STEPS - int(restored["step"]),
+        params=restored["params"],
+        opt_state=restored["opt_state"],
+        start_step=int(restored["step"]),
+    )
+
+
 def fresh_target(opt, where):
     """What a new process builds before restoring: a state of the right form."""
     params = tasks.linear_init(32, 8)
@@ -99,14 +111,7 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, convention, l
     restored = momentax.restore_checkpoint(path, fresh_target(opt, where))
     assert restored["step"] == STOP_AT
     assert int(restored["opt_state"].count) == STOP_AT
-    resumed = train(
-        opt,
-        where,
-        NUM_STEPS - STOP_AT,
-        params=restored["params"],
-        opt_state=restored["opt_state"],
-        start_step=restored["step"],
-    )
+    resumed = resume(opt, where, restored)
     assert_bitwise_equal(resumed.params, uninterrupted.params)
     assert_bitwise_equal(resumed.opt_state, uninterrupted.opt_state)
     if where is not None:
@@ -133,14 +138,7 @@ def test_restore_into_another_sharding(tmp_path):
     restored = momentax.restore_checkpoint(
         tmp_path / "ckpt", fresh_target(opt, replicated)
     )
-    resumed = train(
-        opt,
-        replicated,
-        NUM_STEPS - STOP_AT,
-        params=restored["params"],
-        opt_state=restored["opt_state"],
-        start_step=STOP_AT,
-    )
+    resumed = resume(opt, replicated, restored)
     uninterrupted = train(opt, sharded, NUM_STEPS)
     np.testing.assert_allclose(
         resumed.params["w"], uninterrupted.params["w"], **TOL[jnp.dtype(jnp.float32)]
