@@ -155,28 +155,26 @@ def _specs(mesh: Mesh, rule: SpecRule, tree: PyTree, what: str) -> PyTree:
             tree,
         )
 
-    def subtree(path: Any, spec: Any, sub: PyTree) -> PyTree:
-        return jax.tree_util.tree_map_with_path(
-            lambda inner, leaf: _check_spec(
-                mesh, spec, leaf, _leaf_name(what, (*path, *inner))
-            ),
-            sub,
-        )
+    def is_spec(x: Any) -> bool:
+        return x is None or isinstance(x, PartitionSpec)
 
-    try:
-        return jax.tree_util.tree_map_with_path(
-            subtree,
-            rule,
-            tree,
-            is_leaf=lambda x: x is None or isinstance(x, PartitionSpec),
-        )
+    try:  # Pair each spec with its subtree: only the structure can fail here.
+        pairs = jax.tree.map(lambda spec, sub: (spec, sub), rule, tree, is_leaf=is_spec)
     except ValueError as error:
-        if "Custom node type mismatch" in str(error) or "mismatch" in str(error):
-            raise ValueError(
-                f"the specs for {what} must be a PartitionSpec, a function of a "
-                f"leaf, or a pytree prefix of {what}: {error}"
-            ) from None
-        raise
+        raise ValueError(
+            f"the specs for {what} must be a PartitionSpec, a function of a "
+            f"leaf, or a pytree prefix of {what} with PartitionSpec leaves: {error}"
+        ) from None
+    return jax.tree_util.tree_map_with_path(
+        lambda path, pair: jax.tree_util.tree_map_with_path(
+            lambda inner, leaf: _check_spec(
+                mesh, pair[0], leaf, _leaf_name(what, (*path, *inner))
+            ),
+            pair[1],
+        ),
+        pairs,
+        is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2 and is_spec(x[0]),
+    )
 
 
 def largest_divisible_dim(axis_size: int, axis: str) -> Callable[..., PartitionSpec]:

@@ -293,6 +293,12 @@ def test_placement_errors_name_the_problem():
             num_steps=1,
             placement=uneven,
         )
+    not_a_prefix = momentax.Placement(mesh, params={"w": P("model")})
+    with pytest.raises(ValueError, match="pytree prefix of params"):
+        not_a_prefix.param_sharding(init_params())
+    prefix = momentax.Placement(mesh, params={"w": P("model"), "b": None})
+    specs = jax.tree.map(lambda s: s.spec, prefix.param_sharding(init_params()))
+    assert specs == {"w": P("model"), "b": P()}
     too_long = momentax.Placement(mesh, params=P(None, None, "model"))
     with pytest.raises(ValueError, match="names 3 dimensions"):
         too_long.param_sharding(init_params())
