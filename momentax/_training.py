@@ -288,18 +288,34 @@ def make_train_step(
     if placement is None:
         return jitted
 
+    def place(params: PyTree, opt_state: PyTree, batch: PyTree) -> tuple[Any, ...]:
+        return _place(placement, optimizer, params, opt_state, batch, stacked=False)
+
     @functools.wraps(step)
     def placed_step(params: PyTree, opt_state: PyTree, batch: PyTree) -> Any:
         return jitted(*place(params, opt_state, batch))
 
-    def place(params: PyTree, opt_state: PyTree, batch: PyTree) -> tuple[Any, ...]:
-        params = placement.put_params(params)
-        opt_state = placement.put_state(optimizer, params, opt_state)
-        return params, opt_state, placement.put_batch(batch)
-
     # As a jitted function has: lower(...) for the HLO and the compiled step.
     placed_step.lower = lambda *args: jitted.lower(*place(*args))  # type: ignore[attr-defined]
     return placed_step
+
+
+def _place(
+    placement: Placement,
+    optimizer: optax.GradientTransformation,
+    params: PyTree,
+    opt_state: PyTree,
+    batch: PyTree,
+    *,
+    stacked: bool,
+) -> tuple[PyTree, PyTree, PyTree]:
+    """Places params, state (created in place when None) and batch on the mesh."""
+    params = placement.put_params(params)
+    if opt_state is None:
+        opt_state = placement.init(optimizer, params)
+    else:
+        opt_state = placement.put_state(optimizer, params, opt_state)
+    return params, opt_state, placement.put_batch(batch, stacked=stacked)
 
 
 def _batch_at(batches: PyTree, index: jax.Array, num_batches: int | None) -> PyTree:
@@ -483,16 +499,11 @@ def fit(
         per_call = hp.check_integer("steps_per_call", steps_per_call, low=1)
     source = data if batches is None else batches
     if placement is not None:
-        params = placement.put_params(params)
-        if opt_state is not None:
-            opt_state = placement.put_state(optimizer, params, opt_state)
-        source = placement.put_batch(source, stacked=batches is not None)
-    if opt_state is None:
-        opt_state = (
-            optimizer.init(params)
-            if placement is None
-            else placement.init(optimizer, params)
+        params, opt_state, source = _place(
+            placement, optimizer, params, opt_state, source, stacked=batches is not None
         )
+    elif opt_state is None:
+        opt_state = optimizer.init(params)
     if donate:
         _check_no_shared_buffers((params, opt_state))
 
