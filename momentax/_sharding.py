@@ -139,16 +139,12 @@ def _check_spec(mesh: Mesh, spec: Any, leaf: Any, name: str) -> PartitionSpec:
 
 def _specs(mesh: Mesh, rule: SpecRule, tree: PyTree, what: str) -> PyTree:
     """The validated ``PartitionSpec`` of each leaf of ``tree`` under ``rule``."""
-    if isinstance(rule, PartitionSpec) or rule is None:
-        return jax.tree_util.tree_map_with_path(
-            lambda path, leaf: _check_spec(mesh, rule, leaf, _leaf_name(what, path)),
-            tree,
-        )
-    if callable(rule):
+    if isinstance(rule, PartitionSpec) or rule is None or callable(rule):
+        spec_of = rule if callable(rule) else lambda _: rule
         return jax.tree_util.tree_map_with_path(
             lambda path, leaf: _check_spec(
                 mesh,
-                rule(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)),
+                spec_of(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)),
                 leaf,
                 _leaf_name(what, path),
             ),
@@ -387,7 +383,7 @@ class Placement:
         self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
     ) -> Any:
         """Returns an existing optimizer state placed like ``init`` would place it."""
-        return jax.device_put(opt_state, self.state_sharding(optimizer, params))
+        return _put(opt_state, self.state_sharding(optimizer, params))
 
     def constrain(
         self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
