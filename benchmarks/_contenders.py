@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 import momentax
+import momentax.training
 from momentax import tasks
 
 LEARNING_RATE = 0.01
@@ -51,6 +52,13 @@ class Problem:
         params = rng.standard_normal(shape, dtype=np.float32)
         grads = rng.standard_normal(shape, dtype=np.float32)
         return list(params), list(grads)
+
+
+def _unpacked(params: Any) -> Any:
+    """The tree a loss sees: a packed pytree unpacked, any other as it is."""
+    if isinstance(params, momentax.training.Packed):
+        return params.unpack()
+    return params
 
 
 def _flat(leaves: Any) -> np.ndarray:
@@ -99,7 +107,7 @@ class JaxStep:
         self._params, self._state = params, state
 
     def params(self) -> np.ndarray:
-        return _flat(momentax._packing.unpacked(self._params))
+        return _flat(_unpacked(self._params))
 
 
 def _linear_loss(params: Any, grads: Any) -> jax.Array:
@@ -108,7 +116,7 @@ def _linear_loss(params: Any, grads: Any) -> jax.Array:
     Its value is never recorded, so XLA drops it: a step costs the same as an
     update-and-apply step.
     """
-    grads = momentax._packing.unpacked(grads)
+    grads = _unpacked(grads)
     terms = [
         jnp.vdot(p, g)
         for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads), strict=True)
@@ -117,7 +125,7 @@ def _linear_loss(params: Any, grads: Any) -> jax.Array:
 
 
 class JaxFit:
-    """``momentax.fit``: ``steps_per_call`` steps in one compiled ``lax.scan``."""
+    """``momentax.training.fit``: ``steps_per_call`` steps per compiled scan."""
 
     def __init__(
         self,
@@ -134,7 +142,7 @@ class JaxFit:
 
     def run(self, calls: int) -> None:
         for _ in range(calls):
-            result = momentax.fit(
+            result = momentax.training.fit(
                 _linear_loss,
                 self._optimizer,
                 self._params,
@@ -147,7 +155,7 @@ class JaxFit:
         jax.block_until_ready(self._params)  # type: ignore[no-untyped-call]
 
     def params(self) -> np.ndarray:
-        return _flat(momentax._packing.unpacked(self._params))
+        return _flat(_unpacked(self._params))
 
 
 class TorchStep:
@@ -209,8 +217,8 @@ def step_contenders(
     """The contenders for one problem.
 
     Args:
-        fit_steps: Steps per ``momentax.fit`` call.
-        packed: Include ``momentax.pack``'d params (for many-leaf trees).
+        fit_steps: Steps per ``momentax.training.fit`` call.
+        packed: Include ``momentax.training.pack``'d params (for many-leaf trees).
         torch: The ``torch`` module, or None to leave PyTorch out.
 
     Returns:
@@ -276,8 +284,8 @@ def step_contenders(
                 lambda p, g: JaxStep(
                     _update_and_apply(optimizers["momentax sutskever"]()),
                     optimizers["momentax sutskever"]().init,
-                    momentax.pack(_jax_leaves(p)),
-                    momentax.pack(_jax_leaves(g)),
+                    momentax.training.pack(_jax_leaves(p)),
+                    momentax.training.pack(_jax_leaves(g)),
                     True,
                 ),
                 True,
@@ -288,8 +296,8 @@ def step_contenders(
                 "momentax packed fit (scan)",
                 lambda p, g: JaxFit(
                     optimizers["momentax sutskever"](),
-                    momentax.pack(_jax_leaves(p)),
-                    momentax.pack(_jax_leaves(g)),
+                    momentax.training.pack(_jax_leaves(p)),
+                    momentax.training.pack(_jax_leaves(g)),
                     fit_steps,
                 ),
                 True,

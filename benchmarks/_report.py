@@ -13,6 +13,7 @@ from typing import Any
 import jax
 
 import momentax
+import momentax.training
 
 Row = dict[str, Any]
 
@@ -232,9 +233,9 @@ def targets(results: dict[str, Any]) -> list[Row]:
     if "torch eager" in ways:
         out.append(
             _target(
-                "blog regression: torch eager / momentax.fit",
+                "blog regression: torch eager / momentax.training.fit",
                 ways["torch eager"]["median"]
-                / ways["momentax.fit (one lax.scan)"]["median"],
+                / ways["momentax.training.fit (one lax.scan)"]["median"],
                 30.0,
                 False,
                 "whole 450-epoch training, compile excluded",

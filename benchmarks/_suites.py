@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 import momentax
+import momentax.training
 from benchmarks import _contenders as c
 from benchmarks._timing import Settings, Stats, measure, summarize, time_first_call
 from benchmarks._timing import time_repeated as _time_repeated
@@ -200,7 +201,7 @@ def regression(settings: Settings, *, torch: Any | None, log: Log) -> dict[str, 
         _, optimizer = c.regression_setup()
 
         def train() -> np.ndarray:
-            result = momentax.fit(
+            result = momentax.training.fit(
                 tasks.mse_loss,
                 optimizer,
                 tasks.init_params(),
@@ -213,7 +214,7 @@ def regression(settings: Settings, *, torch: Any | None, log: Log) -> dict[str, 
 
     def loop_training() -> Callable[[], np.ndarray]:
         _, optimizer = c.regression_setup()
-        step = momentax.make_train_step(tasks.mse_loss, optimizer)
+        step = momentax.training.make_train_step(tasks.mse_loss, optimizer)
 
         def train() -> np.ndarray:
             params = tasks.init_params()
@@ -227,7 +228,7 @@ def regression(settings: Settings, *, torch: Any | None, log: Log) -> dict[str, 
         return train
 
     ways: dict[str, Callable[[], Callable[[], np.ndarray]]] = {
-        "momentax.fit (one lax.scan)": fit_training,
+        "momentax.training.fit (one lax.scan)": fit_training,
         "make_train_step, Python loop": loop_training,
     }
     if torch is not None:
@@ -289,7 +290,7 @@ def memory(problems: Sequence[c.Problem], log: Log) -> list[Row]:
         params, _ = problem.arrays()
         trees = {"tree": [jnp.asarray(p) for p in params]}
         if problem.num_leaves > 1:
-            trees["packed"] = momentax.pack(trees["tree"])
+            trees["packed"] = momentax.training.pack(trees["tree"])
         for (layout, tree), (name, make), donate in (
             (t, o, d)
             for t in trees.items()
@@ -300,7 +301,9 @@ def memory(problems: Sequence[c.Problem], log: Log) -> list[Row]:
                 continue
             log(f"memory, {problem.label}: {name} {layout} donate={donate}")
             optimizer = make()
-            step = momentax.make_train_step(_quadratic_loss, optimizer, donate=donate)
+            step = momentax.training.make_train_step(
+                _quadratic_loss, optimizer, donate=donate
+            )
             state = optimizer.init(tree)
             compiled = step.lower(tree, state, jnp.float32(0.5)).compile()  # type: ignore[attr-defined]
             analysis = compiled.memory_analysis()

@@ -8,7 +8,8 @@ for them (with a timeout, killing them all if one fails). Each worker:
    coordinator at ``127.0.0.1:PORT``; CPU collectives go over gloo);
 2. builds the same many-feature regression task (same seed in every process)
    and a mesh over the global devices, one per process here;
-3. trains it with ``momentax.fit`` and a ``momentax.Placement``: data-parallel
+3. trains it with ``momentax.training.fit`` and a
+   ``momentax.training.Placement``: data-parallel
    (``--layout data_parallel``: each process holds half the examples) or fully
    sharded (``--layout fully_sharded``: each holds half of every param and of
    its velocity);
@@ -48,7 +49,7 @@ def train(placement=None):
     reference = task.reference
     optimizer = momentax.momentum(reference.learning_rate, reference.momentum)
     params = tasks.linear_init(TASK_SIZE["num_features"], TASK_SIZE["num_outputs"])
-    return momentax.fit(
+    return momentax.training.fit(
         tasks.linear_loss,
         optimizer,
         params,
@@ -75,10 +76,10 @@ def worker(args):
     devices = jax.devices()  # global: every process's devices
     if args.layout == "data_parallel":
         mesh = jax.make_mesh((len(devices),), ("data",), devices=devices)
-        placement = momentax.Placement.data_parallel(mesh)
+        placement = momentax.training.Placement.data_parallel(mesh)
     else:
         mesh = jax.make_mesh((1, len(devices)), ("data", "model"), devices=devices)
-        placement = momentax.Placement.fully_sharded(mesh)
+        placement = momentax.training.Placement.fully_sharded(mesh)
     result = train(placement)
     params = multihost_utils.process_allgather(result.params, tiled=True)
     loss = multihost_utils.process_allgather(result.history["loss"], tiled=True)

@@ -3,10 +3,12 @@
 Run with ``python examples/own_model.py``. A small MLP learns y = sin(3x) from 512
 noisy points in minibatches of 64, twice:
 
-1. with ``momentax.fit``: 8 minibatches stacked on the device, 100 epochs as 800
-   steps inside ``lax.scan``, 200 steps per compiled call, with a progress callback
-   and a per-step history of the loss and of the velocity of the last layer;
-2. with ``momentax.make_train_step``: the path to take when batches come from
+1. with ``momentax.training.fit``: 8 minibatches stacked on the device, 100
+   epochs as 800 steps inside ``lax.scan``, 200 steps per compiled call, with a
+   progress callback and a per-step history of the loss and of the velocity of the
+   last layer;
+2. with ``momentax.training.make_train_step``: the path to take when batches come
+   from
    Python (a data loader): one donated, jitted call per step.
 
 Both runs use the same steps in the same order, so they end at the same params.
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import momentax
+import momentax.training
 
 BATCH, NUM_BATCHES, EPOCHS = 64, 8, 100
 
@@ -58,7 +61,7 @@ def main():
     optimizer = momentax.momentum(0.05, momentum=0.9, nesterov=True)
 
     # 1. Many steps per compiled call; the history stays on the device.
-    result = momentax.fit(
+    result = momentax.training.fit(
         loss_fn,
         optimizer,
         init_mlp(jax.random.key(0)),
@@ -66,7 +69,9 @@ def main():
         num_steps=EPOCHS * NUM_BATCHES,
         steps_per_call=200,
         record=("loss",),
-        metrics={"last_velocity": lambda s: momentax.get_velocity(s.opt_state)[-1]},
+        metrics={
+            "last_velocity": lambda s: momentax.training.get_velocity(s.opt_state)[-1]
+        },
         callback=lambda done, total: print(f"fit: {done}/{total} steps"),
     )
     losses = result.history["loss"].reshape(EPOCHS, NUM_BATCHES).mean(axis=1)
@@ -75,7 +80,7 @@ def main():
     print(f"fit: velocity history of the last layer {shape}")
 
     # 2. One jitted call per step, batches from Python.
-    step = momentax.make_train_step(loss_fn, optimizer)
+    step = momentax.training.make_train_step(loss_fn, optimizer)
     params = init_mlp(jax.random.key(0))
     state = optimizer.init(params)
     for _ in range(EPOCHS):

@@ -1,50 +1,49 @@
-"""momentax: SGD with momentum as exactly specified, validated Optax transformations."""
+"""momentax: SGD with momentum as exactly specified, validated Optax transformations.
 
-from momentax._checkpoint import restore_checkpoint as restore_checkpoint
-from momentax._checkpoint import save_checkpoint as save_checkpoint
+Three layers, each importing only those below it:
+
+* ``momentax``: the optimizer (transforms, their states, hyperparameter checks).
+* ``momentax.training``: train steps, ``fit``, packing, placement, checkpoints.
+* ``momentax.tasks``: the main job (the write-ups' tasks, command line, plots).
+"""
+
+import importlib
+from typing import Any
+
+from momentax import hyperparams as hyperparams
 from momentax._hyperparams import HyperParam as HyperParam
-from momentax._hyperparams import ScalarOrSchedule as ScalarOrSchedule
 from momentax._momentum import CONVENTIONS as CONVENTIONS
 from momentax._momentum import Convention as Convention
 from momentax._momentum import momentum as momentum
 from momentax._momentum import scale_by_momentum as scale_by_momentum
-from momentax._packing import Packed as Packed
-from momentax._packing import pack as pack
-from momentax._sharding import Placement as Placement
-from momentax._sharding import opt_state_sharding as opt_state_sharding
 from momentax._state import MomentumState as MomentumState
-from momentax._training import RECORDABLE as RECORDABLE
-from momentax._training import FitResult as FitResult
-from momentax._training import StepInfo as StepInfo
-from momentax._training import fit as fit
-from momentax._training import get_velocity as get_velocity
-from momentax._training import make_train_step as make_train_step
 from momentax._tuning import HeavyBallTuning as HeavyBallTuning
 from momentax._tuning import heavy_ball_tuning as heavy_ball_tuning
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "CONVENTIONS",
-    "RECORDABLE",
     "Convention",
-    "FitResult",
     "HeavyBallTuning",
     "HyperParam",
     "MomentumState",
-    "Packed",
-    "Placement",
-    "ScalarOrSchedule",
-    "StepInfo",
     "__version__",
-    "fit",
-    "get_velocity",
     "heavy_ball_tuning",
-    "make_train_step",
+    "hyperparams",
     "momentum",
-    "opt_state_sharding",
-    "pack",
-    "restore_checkpoint",
-    "save_checkpoint",
     "scale_by_momentum",
 ]
+
+
+_LAYERS_ABOVE = ("training", "tasks")
+
+
+def __getattr__(name: str) -> Any:
+    """Imports the layers above on first use: ``momentax.training.fit`` works.
+
+    ``import momentax`` itself loads the optimizer alone.
+    """
+    if name in _LAYERS_ABOVE:
+        return importlib.import_module(f"momentax.{name}")
+    raise AttributeError(f"module 'momentax' has no attribute {name!r}")

@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import AxisType
 
 import momentax
+import momentax.training
 from momentax import tasks
 from tests.helpers import TOL, warmup_then_decay
 
@@ -30,8 +31,8 @@ def placement(layout):
         (2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2, devices=CPUS[:8]
     )
     if layout == "data_parallel":
-        return momentax.Placement.data_parallel(mesh)
-    return momentax.Placement.fully_sharded(mesh, batch_axis="data")
+        return momentax.training.Placement.data_parallel(mesh)
+    return momentax.training.Placement.fully_sharded(mesh, batch_axis="data")
 
 
 def optimizer(convention):
@@ -41,7 +42,7 @@ def optimizer(convention):
 
 
 def train(opt, where, num_steps, **kwargs):
-    return momentax.fit(
+    return momentax.training.fit(
         tasks.linear_loss,
         opt,
         kwargs.pop("params", None) or tasks.linear_init(32, 8),
@@ -105,10 +106,10 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, convention, l
 
     first = train(opt, where, STOP_AT)
     path = tmp_path / f"step_{STOP_AT}"
-    momentax.save_checkpoint(
+    momentax.training.save_checkpoint(
         path, {"params": first.params, "opt_state": first.opt_state, "step": STOP_AT}
     )
-    restored = momentax.restore_checkpoint(path, fresh_target(opt, where))
+    restored = momentax.training.restore_checkpoint(path, fresh_target(opt, where))
     assert restored["step"] == STOP_AT
     assert int(restored["opt_state"].count) == STOP_AT
     resumed = resume(opt, where, restored)
@@ -124,10 +125,10 @@ def test_restore_into_another_sharding(tmp_path):
     sharded, replicated = placement("fully_sharded"), placement("data_parallel")
     first = train(opt, sharded, STOP_AT)
     saved = {"params": first.params, "opt_state": first.opt_state, "step": STOP_AT}
-    momentax.save_checkpoint(tmp_path / "ckpt", saved)
+    momentax.training.save_checkpoint(tmp_path / "ckpt", saved)
     for where in (replicated, None):
         target = fresh_target(opt, where)
-        restored = momentax.restore_checkpoint(tmp_path / "ckpt", target)
+        restored = momentax.training.restore_checkpoint(tmp_path / "ckpt", target)
         assert_bitwise_equal(restored, saved)  # restoring is exact
         for got, want in zip(
             jax.tree.leaves(restored), jax.tree.leaves(target), strict=True
@@ -135,7 +136,7 @@ def test_restore_into_another_sharding(tmp_path):
             if isinstance(want, jax.Array):
                 assert got.sharding.is_equivalent_to(want.sharding, got.ndim)
     # Training on under the new layout reorders sums only: float32 tolerance.
-    restored = momentax.restore_checkpoint(
+    restored = momentax.training.restore_checkpoint(
         tmp_path / "ckpt", fresh_target(opt, replicated)
     )
     resumed = resume(opt, replicated, restored)
@@ -166,12 +167,12 @@ def test_wrong_structure_is_refused_and_overwrites_nothing(tmp_path, case):
     opt = optimizer("pytorch")
     saved = fresh_target(opt, None)
     saved["params"] = jax.tree.map(lambda x: x + 1, saved["params"])
-    momentax.save_checkpoint(tmp_path / "ckpt", saved)
+    momentax.training.save_checkpoint(tmp_path / "ckpt", saved)
     before = digest(tmp_path / "ckpt")
     target, message = wrong_targets(opt)[case]
     target_before = [np.array(leaf) for leaf in jax.tree.leaves(target)]
     with pytest.raises(ValueError, match=message) as error:
-        momentax.restore_checkpoint(tmp_path / "ckpt", target)
+        momentax.training.restore_checkpoint(tmp_path / "ckpt", target)
     assert "does not fit the target (nothing was restored)" in str(error.value)
     assert digest(tmp_path / "ckpt") == before
     for leaf, old in zip(jax.tree.leaves(target), target_before, strict=True):
@@ -180,16 +181,17 @@ def test_wrong_structure_is_refused_and_overwrites_nothing(tmp_path, case):
 
 def test_save_never_replaces_a_checkpoint(tmp_path):
     params = {"w": jnp.arange(4.0)}
-    momentax.save_checkpoint(tmp_path / "ckpt", params)
+    momentax.training.save_checkpoint(tmp_path / "ckpt", params)
     before = digest(tmp_path / "ckpt")
     with pytest.raises(FileExistsError, match="never replaces a checkpoint"):
-        momentax.save_checkpoint(tmp_path / "ckpt", {"w": jnp.zeros(4)})
+        momentax.training.save_checkpoint(tmp_path / "ckpt", {"w": jnp.zeros(4)})
     assert digest(tmp_path / "ckpt") == before
     np.testing.assert_array_equal(
-        momentax.restore_checkpoint(tmp_path / "ckpt", params)["w"], np.arange(4.0)
+        momentax.training.restore_checkpoint(tmp_path / "ckpt", params)["w"],
+        np.arange(4.0),
     )
 
 
 def test_restore_from_nowhere(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-        momentax.restore_checkpoint(tmp_path / "absent", {"w": jnp.zeros(2)})
+        momentax.training.restore_checkpoint(tmp_path / "absent", {"w": jnp.zeros(2)})

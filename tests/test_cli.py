@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from momentax import _cli, tasks
+from momentax import tasks
+from momentax.tasks import cli as _cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KINDS = ("losses", "surface", "k-dynamics")

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import momentax
+import momentax.training
 from tests.helpers import TOL, gradient_stream, nested_params, run
 
 
@@ -44,7 +45,7 @@ def mlp_setup():
 
 def test_round_trip_keeps_structure_shapes_dtypes_and_values():
     params = mixed_params()
-    packed = momentax.pack(params)
+    packed = momentax.training.pack(params)
     # Buffers come in the order their dtype first occurs (dict keys sorted).
     assert packed.dtypes == tuple(map(np.dtype, ("float32", "float16", "int32")))
     assert packed.num_leaves == 8
@@ -54,27 +55,29 @@ def test_round_trip_keeps_structure_shapes_dtypes_and_values():
 
 
 def test_the_buffers_are_the_pytree_leaves():
-    packed = momentax.pack(mixed_params())
+    packed = momentax.training.pack(mixed_params())
     assert jax.tree.leaves(packed) == list(packed.buffers)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(packed)]
     assert paths == ["['float32']", "['float16']", "['int32']"]
     doubled = jax.tree.map(lambda b: b * 2, packed)
-    assert isinstance(doubled, momentax.Packed)
+    assert isinstance(doubled, momentax.training.Packed)
     assert doubled.unpack()["half"][1] == 2
 
 
 def test_pack_rejects_packed_and_non_numeric_leaves():
     with pytest.raises(TypeError, match="already a Packed"):
-        momentax.pack(momentax.pack({"a": jnp.zeros(2)}))
+        momentax.training.pack(momentax.training.pack({"a": jnp.zeros(2)}))
     with pytest.raises(TypeError, match=r"\['key'\] has dtype key"):
-        momentax.pack({"key": jax.random.key(0)})
+        momentax.training.pack({"key": jax.random.key(0)})
 
 
 def test_gradient_through_unpack_matches_the_tree_gradient():
     params, batch = mlp_setup()
     expected = jax.grad(mlp_loss)(params, batch)
-    grads = jax.grad(lambda p: mlp_loss(p.unpack(), batch))(momentax.pack(params))
-    assert isinstance(grads, momentax.Packed)
+    grads = jax.grad(lambda p: mlp_loss(p.unpack(), batch))(
+        momentax.training.pack(params)
+    )
+    assert isinstance(grads, momentax.training.Packed)
     # Same per-leaf arithmetic, only the layout differs: exactly equal.
     chex.assert_trees_all_equal(grads.unpack(), expected)
 
@@ -82,7 +85,7 @@ def test_gradient_through_unpack_matches_the_tree_gradient():
 def test_gradient_is_one_concatenation_not_a_sum_of_pads():
     params, batch = mlp_setup()
     jaxpr = jax.make_jaxpr(jax.grad(lambda p: mlp_loss(p.unpack(), batch)))(
-        momentax.pack(params)
+        momentax.training.pack(params)
     )
     primitives = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
     assert "pad" not in primitives
@@ -104,7 +107,10 @@ def test_optimizer_on_packed_params_matches_the_tree(opt):
     grads = gradient_stream(params, steps=20)
     expected_params, expected_state = run(opt, params, grads, wrap=jax.jit)
     packed_params, packed_state = run(
-        opt, momentax.pack(params), [momentax.pack(g) for g in grads], wrap=jax.jit
+        opt,
+        momentax.training.pack(params),
+        [momentax.training.pack(g) for g in grads],
+        wrap=jax.jit,
     )
     # The same elementwise formula on the same values, but XLA may contract
     # a*b + c into a fused multiply-add in a vector loop and not for a scalar
@@ -112,8 +118,8 @@ def test_optimizer_on_packed_params_matches_the_tree(opt):
     tol = TOL[jnp.dtype("float32")]
     chex.assert_trees_all_close(packed_params.unpack(), expected_params, **tol)
     chex.assert_trees_all_close(
-        momentax.get_velocity(packed_state).unpack(),
-        momentax.get_velocity(expected_state),
+        momentax.training.get_velocity(packed_state).unpack(),
+        momentax.training.get_velocity(expected_state),
         **tol,
     )
 
@@ -121,9 +127,9 @@ def test_optimizer_on_packed_params_matches_the_tree(opt):
 def test_train_step_and_fit_on_packed_params_match_the_tree():
     params, batch = mlp_setup()
     opt = momentax.momentum(0.05, 0.9)
-    step = momentax.make_train_step(mlp_loss, opt, donate=False)
+    step = momentax.training.make_train_step(mlp_loss, opt, donate=False)
     tree, tree_state = params, opt.init(params)
-    packed = momentax.pack(params)
+    packed = momentax.training.pack(params)
     packed_state = opt.init(packed)
     for _ in range(5):
         tree, tree_state, tree_loss = step(tree, tree_state, batch)
@@ -131,16 +137,16 @@ def test_train_step_and_fit_on_packed_params_match_the_tree():
         assert tree_loss == packed_loss
     chex.assert_trees_all_equal(packed.unpack(), tree)
 
-    result = momentax.fit(
+    result = momentax.training.fit(
         mlp_loss,
         opt,
-        momentax.pack(params),
+        momentax.training.pack(params),
         data=batch,
         num_steps=5,
         record=("loss", "params"),
     )
-    assert isinstance(result.params, momentax.Packed)
-    assert isinstance(result.history["params"], momentax.Packed)
+    assert isinstance(result.params, momentax.training.Packed)
+    assert isinstance(result.history["params"], momentax.training.Packed)
     chex.assert_trees_all_equal(result.params.unpack(), tree)
 
 
@@ -155,9 +161,9 @@ def test_packed_step_does_not_retrace_across_calls():
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    packed = momentax.pack(params)
+    packed = momentax.training.pack(params)
     state = opt.init(packed)
     for _ in range(3):
         packed, state = step(packed, state)
     # A fresh pack of the same tree has an equal layout: still no retrace.
-    step(momentax.pack(params), state)
+    step(momentax.training.pack(params), state)

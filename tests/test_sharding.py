@@ -16,6 +16,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import momentax
+import momentax.training
 from momentax import tasks
 from tests.helpers import TOL
 
@@ -42,11 +43,11 @@ def init_params():
 def placements(kind):
     grid = make_mesh((2, 4), ("data", "model"), kind)
     return {
-        "data_parallel": momentax.Placement.data_parallel(
+        "data_parallel": momentax.training.Placement.data_parallel(
             make_mesh((NUM_DEVICES,), ("data",), kind)
         ),
-        "fully_sharded": momentax.Placement.fully_sharded(grid),
-        "both": momentax.Placement.fully_sharded(grid, batch_axis="data"),
+        "fully_sharded": momentax.training.Placement.fully_sharded(grid),
+        "both": momentax.training.Placement.fully_sharded(grid, batch_axis="data"),
     }
 
 
@@ -107,7 +108,7 @@ def test_init_gives_velocity_the_params_sharding(convention, kind, how):
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                 params,
             )
-            state = momentax.opt_state_sharding(opt, abstract)
+            state = momentax.training.opt_state_sharding(opt, abstract)
             if kind == "explicit":  # eval_shape sees shardings on Explicit axes.
                 assert_same_sharding(
                     jax.eval_shape(opt.init, abstract).velocity, params
@@ -129,12 +130,12 @@ def test_optax_jit_init_replicates_the_velocity():
 def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, layout):
     placement = placements(kind)[layout]
     opt = optimizer(convention)
-    single = momentax.fit(
+    single = momentax.training.fit(
         tasks.linear_loss, opt, init_params(), data=TASK.train, num_steps=NUM_STEPS
     )
     state = placement.init(opt, init_params())
     assert_same_sharding(state.velocity, placement.put_params(init_params()))
-    result = momentax.fit(
+    result = momentax.training.fit(
         tasks.linear_loss,
         opt,
         init_params(),
@@ -145,7 +146,9 @@ def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, la
         steps_per_call=NUM_STEPS // 3,
     )
     assert_same_sharding(result.params, placement.put_params(init_params()))
-    assert_same_sharding(momentax.get_velocity(result.opt_state), result.params)
+    assert_same_sharding(
+        momentax.training.get_velocity(result.opt_state), result.params
+    )
     if layout != "data_parallel":
         assert not result.params["w"].sharding.is_fully_replicated
     # The sharded loss sums in another order (per shard, then across shards):
@@ -163,12 +166,14 @@ def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, la
 def test_train_step_with_placement_matches_fit(convention):
     placement = placements("auto")["both"]
     opt = optimizer(convention)
-    step = momentax.make_train_step(tasks.linear_loss, opt, placement=placement)
+    step = momentax.training.make_train_step(
+        tasks.linear_loss, opt, placement=placement
+    )
     params, state = init_params(), placement.init(opt, init_params())
     for _ in range(20):
         params, state, _ = step(params, state, TASK.train)
     assert_same_sharding(state.velocity, params)
-    fitted = momentax.fit(
+    fitted = momentax.training.fit(
         tasks.linear_loss,
         opt,
         init_params(),
@@ -252,11 +257,15 @@ CONTROL_MESH = make_mesh((2, 4), ("data", "model"))
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("broken", [False, True])
 def test_compiled_step_never_gathers_the_velocity(convention, nesterov, broken):
-    placement = momentax.Placement.fully_sharded(CONTROL_MESH, batch_axis="data")
+    placement = momentax.training.Placement.fully_sharded(
+        CONTROL_MESH, batch_axis="data"
+    )
     opt = momentax.momentum(0.05, 0.9, convention=convention, nesterov=nesterov)
     if broken:
         opt = replicate_velocity_first(opt)
-    step = momentax.make_train_step(tasks.linear_loss, opt, placement=placement)
+    step = momentax.training.make_train_step(
+        tasks.linear_loss, opt, placement=placement
+    )
     params, state = init_params(), placement.init(opt, init_params())
     hlo = step.lower(params, state, TASK.train).compile().as_text()
     numbers, total = velocity_parameters(params, state, TASK.train)
@@ -275,17 +284,17 @@ def test_compiled_step_never_gathers_the_velocity(convention, nesterov, broken):
 def test_placement_errors_name_the_problem():
     mesh = make_mesh((2, 4), ("data", "model"))
     with pytest.raises(TypeError, match=r"mesh must be a jax\.sharding\.Mesh"):
-        momentax.Placement("not a mesh")
+        momentax.training.Placement("not a mesh")
     with pytest.raises(ValueError, match="axis must name an axis of the mesh"):
-        momentax.Placement.data_parallel(mesh, axis="batch")
+        momentax.training.Placement.data_parallel(mesh, axis="batch")
     with pytest.raises(ValueError, match="batch_axis must name an axis"):
-        momentax.Placement.fully_sharded(mesh, batch_axis="rows")
-    bad_axis = momentax.Placement(mesh, params=P("rows"))
+        momentax.training.Placement.fully_sharded(mesh, batch_axis="rows")
+    bad_axis = momentax.training.Placement(mesh, params=P("rows"))
     with pytest.raises(ValueError, match=r"params\['b'\] uses mesh axes \['rows'\]"):
         bad_axis.param_sharding(init_params())
-    uneven = momentax.Placement(mesh, params={"w": P(None, "data"), "b": P()})
+    uneven = momentax.training.Placement(mesh, params={"w": P(None, "data"), "b": P()})
     with pytest.raises(ValueError, match=r"params\['w'\] splits dimension 1"):
-        momentax.fit(
+        momentax.training.fit(
             tasks.linear_loss,
             optimizer("pytorch"),
             {"w": jnp.zeros((32, 3)), "b": jnp.zeros(3)},
@@ -293,28 +302,30 @@ def test_placement_errors_name_the_problem():
             num_steps=1,
             placement=uneven,
         )
-    not_a_prefix = momentax.Placement(mesh, params={"w": P("model")})
+    not_a_prefix = momentax.training.Placement(mesh, params={"w": P("model")})
     with pytest.raises(ValueError, match="pytree prefix of params"):
         not_a_prefix.param_sharding(init_params())
-    prefix = momentax.Placement(mesh, params={"w": P("model"), "b": None})
+    prefix = momentax.training.Placement(mesh, params={"w": P("model"), "b": None})
     specs = jax.tree.map(lambda s: s.spec, prefix.param_sharding(init_params()))
     assert specs == {"w": P("model"), "b": P()}
-    too_long = momentax.Placement(mesh, params=P(None, None, "model"))
+    too_long = momentax.training.Placement(mesh, params=P(None, None, "model"))
     with pytest.raises(ValueError, match="names 3 dimensions"):
         too_long.param_sharding(init_params())
-    with pytest.raises(TypeError, match=r"placement must be a momentax\.Placement"):
-        momentax.make_train_step(
+    with pytest.raises(
+        TypeError, match=r"placement must be a momentax\.training\.Placement"
+    ):
+        momentax.training.make_train_step(
             tasks.linear_loss, optimizer("pytorch"), placement=mesh
         )
     with pytest.raises(ValueError, match="has no sharding"):
-        momentax.opt_state_sharding(
+        momentax.training.opt_state_sharding(
             optimizer("pytorch"), {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}
         )
 
 
 def test_fully_sharded_rule_splits_the_largest_divisible_dimension():
     mesh = make_mesh((2, 4), ("data", "model"))
-    placement = momentax.Placement.fully_sharded(mesh)
+    placement = momentax.training.Placement.fully_sharded(mesh)
     tree = {
         "matrix": jax.ShapeDtypeStruct((6, 16, 8), jnp.float32),
         "odd": jax.ShapeDtypeStruct((3, 5), jnp.float32),
@@ -325,10 +336,14 @@ def test_fully_sharded_rule_splits_the_largest_divisible_dimension():
 
 
 def test_packed_params_shard_as_flat_buffers():
-    placement = momentax.Placement.fully_sharded(make_mesh((2, 4), ("data", "model")))
-    packed = momentax.pack(init_params())  # 32*8 + 8 = 264 floats, divisible by 4
+    placement = momentax.training.Placement.fully_sharded(
+        make_mesh((2, 4), ("data", "model"))
+    )
+    packed = momentax.training.pack(
+        init_params()
+    )  # 32*8 + 8 = 264 floats, divisible by 4
     opt = optimizer("sutskever")
-    result = momentax.fit(
+    result = momentax.training.fit(
         tasks.linear_loss,
         opt,
         packed,

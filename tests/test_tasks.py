@@ -10,6 +10,7 @@ import pytest
 from absl.testing import parameterized
 
 import momentax
+import momentax.training
 from momentax import tasks
 
 
@@ -165,7 +166,7 @@ class HeavyBallTuningTest(parameterized.TestCase):
             opt = momentax.momentum(
                 tuning.learning_rate, momentum=tuning.momentum, convention=convention
             )
-            result = momentax.fit(
+            result = momentax.training.fit(
                 tasks.mse_loss,
                 opt,
                 tasks.init_params(jnp.float64),
@@ -340,7 +341,7 @@ class WideRegressionTest(parameterized.TestCase):
     def test_reference_settings_converge(self):
         task = tasks.wide_regression()
         ref = task.reference
-        result = momentax.fit(
+        result = momentax.training.fit(
             tasks.linear_loss,
             momentax.momentum(ref.learning_rate, ref.momentum),
             tasks.linear_init(256, 8),

@@ -9,6 +9,7 @@ import pytest
 from absl.testing import parameterized
 
 import momentax
+import momentax.training
 from momentax import tasks
 from tests.helpers import TOL
 
@@ -27,7 +28,7 @@ OPTIMIZERS = {
 
 def stepwise(opt, steps, batches=None, record=RECORD):
     """The same training as fit, one jitted train-step call per step."""
-    step = momentax.make_train_step(tasks.mse_loss, opt, record=record)
+    step = momentax.training.make_train_step(tasks.mse_loss, opt, record=record)
     params = tasks.init_params()
     state = opt.init(params)
     history = []
@@ -44,8 +45,8 @@ def stepwise(opt, steps, batches=None, record=RECORD):
 
 
 def fit_noisy(opt, num_steps, **kwargs):
-    """``momentax.fit`` of the noisy task's MSE from k = b = 0, full batch."""
-    return momentax.fit(
+    """``momentax.training.fit`` of the noisy task's MSE from k = b = 0, full batch."""
+    return momentax.training.fit(
         tasks.mse_loss,
         opt,
         tasks.init_params(),
@@ -78,7 +79,7 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
 
     def test_stacked_batches_cycle(self):
         opt = momentax.momentum(0.05, momentum=0.9)
-        fitted = momentax.fit(
+        fitted = momentax.training.fit(
             tasks.mse_loss,
             opt,
             tasks.init_params(),
@@ -96,13 +97,13 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
         # is the uninterrupted run; continuing from step 0 would reuse batch 0.
         opt = momentax.momentum(0.05, momentum=0.9)
         common = dict(batches=minibatches(), record=("loss",))
-        whole = momentax.fit(
+        whole = momentax.training.fit(
             tasks.mse_loss, opt, tasks.init_params(), num_steps=start + 5, **common
         )
-        first = momentax.fit(
+        first = momentax.training.fit(
             tasks.mse_loss, opt, tasks.init_params(), num_steps=start, **common
         )
-        later = momentax.fit(
+        later = momentax.training.fit(
             tasks.mse_loss,
             opt,
             first.params,
@@ -117,7 +118,7 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
         )
 
     def test_batches_default_to_one_pass(self):
-        result = momentax.fit(
+        result = momentax.training.fit(
             tasks.mse_loss, optax.sgd(0.01), tasks.init_params(), batches=minibatches()
         )
         assert result.history["loss"].shape == (4,)
@@ -184,13 +185,13 @@ class RecordTest(parameterized.TestCase):
         opt = momentax.momentum(0.01, momentum=0.9)
         params = tasks.init_params()
         for record, keys in (((), set()), (("grads",), {"grads"})):
-            step = momentax.make_train_step(tasks.mse_loss, opt, record=record)
+            step = momentax.training.make_train_step(tasks.mse_loss, opt, record=record)
             _, _, out = step(tasks.init_params(), opt.init(params), TASK.train)
             assert set(out) == keys
 
     def test_train_step_returns_the_loss_without_records(self):
         opt = momentax.momentum(0.01, momentum=0.9)
-        step = momentax.make_train_step(tasks.mse_loss, opt)
+        step = momentax.training.make_train_step(tasks.mse_loss, opt)
         params = tasks.init_params()
         expected = tasks.mse_loss(params, TASK.train)
         _, _, loss = step(params, opt.init(params), TASK.train)
@@ -201,7 +202,7 @@ class ReproducibilityAndDonationTest(parameterized.TestCase):
     def test_runs_are_bitwise_reproducible_from_a_seed(self):
         def once():
             task = tasks.noisy_line(seed=3)
-            return momentax.fit(
+            return momentax.training.fit(
                 tasks.mse_loss,
                 momentax.momentum(0.01, momentum=0.93),
                 tasks.init_params(),
@@ -214,7 +215,7 @@ class ReproducibilityAndDonationTest(parameterized.TestCase):
 
     def test_train_step_donates_and_returned_values_are_reusable(self):
         opt = momentax.momentum(0.01, momentum=0.9)
-        step = momentax.make_train_step(tasks.mse_loss, opt)
+        step = momentax.training.make_train_step(tasks.mse_loss, opt)
         params = tasks.init_params()
         state = opt.init(params)
         new_params, new_state, _ = step(params, state, TASK.train)
@@ -230,7 +231,7 @@ class ReproducibilityAndDonationTest(parameterized.TestCase):
         params = tasks.init_params()
         opt = momentax.momentum(0.01, momentum=0.9)
         state = opt.init(params)
-        result = momentax.fit(
+        result = momentax.training.fit(
             tasks.mse_loss,
             opt,
             params,
@@ -240,7 +241,7 @@ class ReproducibilityAndDonationTest(parameterized.TestCase):
             steps_per_call=2,
         )
         assert all(leaf.is_deleted() for leaf in jax.tree.leaves((params, state)))
-        again = momentax.fit(
+        again = momentax.training.fit(
             tasks.mse_loss,
             momentax.momentum(0.01, momentum=0.9),
             result.params,
@@ -255,11 +256,11 @@ class ReproducibilityAndDonationTest(parameterized.TestCase):
         opt = momentax.momentum(0.01, momentum=0.9)
         params = tasks.init_params()
         if kind == "fit":
-            momentax.fit(
+            momentax.training.fit(
                 tasks.mse_loss, opt, params, data=TASK.train, num_steps=2, donate=False
             )
         else:
-            step = momentax.make_train_step(tasks.mse_loss, opt, donate=False)
+            step = momentax.training.make_train_step(tasks.mse_loss, opt, donate=False)
             step(params, opt.init(params), TASK.train)
         assert float(params["k"]) == 0.0
 
@@ -273,11 +274,15 @@ class CompilationTest(parameterized.TestCase):
             return tasks.mse_loss(params, batch)
 
         opt = momentax.momentum(0.01, momentum=0.9)
-        momentax.fit(loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10)
-        momentax.fit(loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10)
+        momentax.training.fit(
+            loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10
+        )
+        momentax.training.fit(
+            loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10
+        )
         assert len(traces) == 1
         # 25 steps in calls of 10: two full calls reuse one trace, the last 5 adds one.
-        momentax.fit(
+        momentax.training.fit(
             loss_fn,
             opt,
             tasks.init_params(),
@@ -311,7 +316,7 @@ class GetVelocityTest(parameterized.TestCase):
             every_k_schedule=2,
         )
         state = opt.init(params)
-        velocity = momentax.get_velocity(state)
+        velocity = momentax.training.get_velocity(state)
         assert velocity is state.inner_opt_state[1].inner_state.velocity
 
     @parameterized.named_parameters(
@@ -321,12 +326,12 @@ class GetVelocityTest(parameterized.TestCase):
     def test_finds_the_state_in_other_wrappers(self, wrap):
         params = {"w": jnp.ones(3)}
         state = wrap(momentax.momentum(0.1)).init(params)
-        velocity = momentax.get_velocity(state)
+        velocity = momentax.training.get_velocity(state)
         assert velocity is optax.tree_utils.tree_get(state, "velocity")
 
     def test_reads_optax_trace(self):
         state = optax.sgd(0.1, momentum=0.9).init({"w": jnp.ones(2)})
-        assert momentax.get_velocity(state) is state[0].trace
+        assert momentax.training.get_velocity(state) is state[0].trace
 
     @parameterized.named_parameters(
         ("none", optax.adam(0.1), "found 0"),
@@ -338,7 +343,7 @@ class GetVelocityTest(parameterized.TestCase):
     )
     def test_needs_exactly_one(self, opt, message):
         with pytest.raises(ValueError, match=message):
-            momentax.get_velocity(opt.init({"w": jnp.ones(2)}))
+            momentax.training.get_velocity(opt.init({"w": jnp.ones(2)}))
 
 
 class Unhashable:
@@ -358,7 +363,7 @@ class ValidationTest(parameterized.TestCase):
             num_steps=3,
         )
         kwargs.update(overrides)
-        return momentax.fit(**kwargs)
+        return momentax.training.fit(**kwargs)
 
     @parameterized.named_parameters(
         ("unknown_record", {"record": ("loss", "hessian")}, ValueError, "'hessian'"),
@@ -419,6 +424,6 @@ class ValidationTest(parameterized.TestCase):
 
     def test_train_step_rejects_unknown_records(self):
         with pytest.raises(ValueError, match="'velocities'"):
-            momentax.make_train_step(
+            momentax.training.make_train_step(
                 tasks.mse_loss, optax.sgd(0.1), record=("velocities",)
             )

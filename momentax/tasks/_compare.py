@@ -7,9 +7,8 @@ import jax
 import numpy as np
 import optax
 
-from momentax._momentum import momentum as momentum_transform
-from momentax._training import fit
-from momentax._tuning import heavy_ball_tuning
+from momentax import heavy_ball_tuning
+from momentax import momentum as momentum_transform
 from momentax.tasks._line import (
     LineTask,
     Optimum,
@@ -18,6 +17,7 @@ from momentax.tasks._line import (
     init_params,
     mse_loss,
 )
+from momentax.training import fit
 
 
 class Contender(NamedTuple):

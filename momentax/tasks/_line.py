@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from momentax import _hyperparams as hp
+from momentax import hyperparams as hp
 
 Params = dict[str, jax.Array]
 

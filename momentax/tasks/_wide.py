@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from momentax import _hyperparams as hp
+from momentax import hyperparams as hp
 from momentax.tasks._line import Batch, Reference
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from momentax.tasks import LineTask, Optimum, Run, exact_loss
+from momentax.tasks._compare import Run
+from momentax.tasks._line import LineTask, Optimum, exact_loss
 
 MISSING_MATPLOTLIB = (
     "plots need matplotlib: install it with pip install 'momentax[plots]', "

@@ -40,7 +40,8 @@ class Packed:
     ``jax.jit`` costs nothing (each leaf is a slice of its buffer, fused into
     its users).
 
-    :func:`momentax.make_train_step` and :func:`momentax.fit` take packed
+    :func:`momentax.training.make_train_step` and :func:`momentax.training.fit`
+    take packed
     params as they are and hand ``loss_fn`` the unpacked tree, so the model
     code does not change.
 
@@ -171,7 +172,7 @@ def pack(tree: PyTree) -> Packed:
         >>> import jax.numpy as jnp
         >>> import momentax
         >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3), "n": jnp.int32(7)}
-        >>> packed = momentax.pack(params)
+        >>> packed = momentax.training.pack(params)
         >>> packed
         Packed(3 leaves in float32[9], int32[1])
         >>> packed.unpack()["w"].shape

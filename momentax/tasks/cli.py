@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from momentax import __version__, tasks
-from momentax._plotting import MISSING_MATPLOTLIB, write_plots
+from momentax.tasks._plotting import MISSING_MATPLOTLIB, write_plots
 
 # Runs longer than this many epochs are split into calls of at most a twentieth
 # of the run, so that progress can be shown between them.
@@ -139,6 +139,7 @@ class Progress:
         self.start = clock()
 
     def __call__(self, done: int, total: int) -> None:
+        """Reports ``done`` of ``total`` epochs, if the run has taken long enough."""
         elapsed = self.clock() - self.start
         if elapsed >= self.after:
             print(

@@ -127,8 +127,8 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
         path: A directory written by :func:`save_checkpoint`.
         target: The pytree to restore into, for example the state of a fresh
             run, or abstract leaves from ``jax.eval_shape`` with shardings from
-            :meth:`momentax.Placement.param_sharding` and
-            :func:`momentax.opt_state_sharding`.
+            :meth:`momentax.training.Placement.param_sharding` and
+            :func:`momentax.training.opt_state_sharding`.
 
     Returns:
         The restored pytree, with the treedef of ``target``.
@@ -147,8 +147,8 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
         >>> params = {"w": jnp.arange(3.0)}
         >>> state = {"params": params, "opt_state": opt.init(params)}
         >>> path = os.path.join(tempfile.mkdtemp(), "step_100")
-        >>> momentax.save_checkpoint(path, state)
-        >>> restored = momentax.restore_checkpoint(path, state)
+        >>> momentax.training.save_checkpoint(path, state)
+        >>> restored = momentax.training.restore_checkpoint(path, state)
         >>> restored["params"]["w"], type(restored["opt_state"]).__name__
         (Array([0., 1., 2.], dtype=float32), 'MomentumState')
     """

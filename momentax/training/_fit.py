@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from momentax import _hyperparams as hp
-from momentax._packing import unpacked
-from momentax._sharding import Placement
-from momentax._state import MomentumState
+from momentax import MomentumState
+from momentax import hyperparams as hp
+from momentax.training._packing import unpacked
+from momentax.training._placement import Placement
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
@@ -24,7 +24,7 @@ class StepInfo(NamedTuple):
 
     Attributes:
         params: The params the loss and gradients were evaluated at (before the
-            step), as the step received them (a :class:`momentax.Packed` stays
+            step), as the step received them (a :class:`momentax.training.Packed` stays
             packed: call ``unpack()``).
         loss: The loss at ``params``.
         grads: The gradients of the loss at ``params``.
@@ -78,7 +78,7 @@ def get_velocity(opt_state: PyTree) -> PyTree:
         >>> import momentax
         >>> opt = optax.chain(optax.clip(1.0), momentax.momentum(0.1, momentum=0.9))
         >>> state = opt.init({"w": jnp.zeros(2)})
-        >>> momentax.get_velocity(state)
+        >>> momentax.training.get_velocity(state)
         {'w': Array([0., 0.], dtype=float32)}
     """
     kinds = (MomentumState, optax.TraceState)
@@ -192,7 +192,8 @@ def _step(
 def _check_placement(placement: Any) -> None:
     if placement is not None and not isinstance(placement, Placement):
         raise TypeError(
-            f"placement must be a momentax.Placement or None; got {placement!r}."
+            "placement must be a momentax.training.Placement or None; got "
+            f"{placement!r}."
         )
 
 
@@ -220,7 +221,8 @@ def make_train_step(
     used after the call; use the returned ones. They must also be distinct
     buffers: tied params (one array under two names) need ``donate=False``.
 
-    The params may be a :class:`momentax.Packed` (see :func:`momentax.pack`):
+    The params may be a :class:`momentax.training.Packed` (see
+    :func:`momentax.training.pack`):
     ``loss_fn`` still receives the unpacked tree, while the step passes, updates
     and returns a few flat buffers. That makes a call over many small leaves
     several times cheaper; initialise the optimizer on the packed params.
@@ -240,7 +242,7 @@ def make_train_step(
             :class:`StepInfo` (for example a test loss).
         donate: Whether to donate the params and optimizer state buffers.
         placement: Where params, state and batches live on a device mesh (see
-            :class:`momentax.Placement`), or None for where they already are.
+            :class:`momentax.training.Placement`), or None for where they already are.
             The step then places its inputs first (free for inputs already
             placed, as the returned ones are: create the state with
             ``placement.init``), and pins the returned params and state to
@@ -258,7 +260,7 @@ def make_train_step(
         ...     x, y = batch
         ...     return jnp.mean((params["w"] * x - y) ** 2)
         >>> opt = momentax.momentum(0.05, momentum=0.9)
-        >>> step = momentax.make_train_step(loss_fn, opt)
+        >>> step = momentax.training.make_train_step(loss_fn, opt)
         >>> params = {"w": jnp.array(0.0)}
         >>> state = opt.init(params)
         >>> batch = (jnp.array([1.0, 2.0]), jnp.array([3.0, 6.0]))
@@ -428,7 +430,7 @@ def fit(
     Args:
         loss_fn: ``loss_fn(params, batch)``, returning a scalar loss.
         optimizer: Any Optax ``GradientTransformation``.
-        params: The initial params, a pytree or a :class:`momentax.Packed`
+        params: The initial params, a pytree or a :class:`momentax.training.Packed`
             (``loss_fn`` then receives the unpacked tree, and the returned
             params and state stay packed). Donated when ``donate`` is True: do
             not use them after the call.
@@ -448,7 +450,7 @@ def fit(
         callback: Called as ``callback(steps_done, num_steps)`` after each call,
             once its results are ready (for progress reports).
         placement: Where params, state and batches live on a device mesh (see
-            :class:`momentax.Placement`), or None to train where they are. With
+            :class:`momentax.training.Placement`), or None to train where they are. With
             a placement, ``fit`` places the params, the state (created in
             place when ``opt_state`` is None) and the data, and every step
             keeps the params and state on their placement.
@@ -466,7 +468,7 @@ def fit(
         ...     x, y = batch
         ...     return jnp.mean((params["k"] * x + params["b"] - y) ** 2)
         >>> x = jnp.array([1.0, 2.0, 3.0])
-        >>> result = momentax.fit(
+        >>> result = momentax.training.fit(
         ...     loss_fn,
         ...     momentax.momentum(0.1, momentum=0.5),
         ...     {"k": jnp.array(0.0), "b": jnp.array(0.0)},

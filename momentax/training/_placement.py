@@ -1,0 +1,388 @@
+"""Sharding: optimizer state that lives where its params live, and placements.
+
+JAX already partitions a jitted step over a mesh; what the optimizer must add is
+that its state is created with, and keeps, the params' sharding. Eagerly,
+``jnp.zeros_like`` of a sharded array is sharded alike. Under ``jax.jit`` with
+``Auto`` mesh axes it is not: a buffer of zeros has no operand to inherit a
+sharding from, so XLA makes it replicated (``optax.sgd(momentum=...)`` does
+that), and the first step then slices or gathers it. :func:`shard_like` ties the
+two together with ``jax.experimental.shard_alike``.
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+PyTree = Any
+SpecRule: TypeAlias = (
+    PartitionSpec | Callable[[jax.ShapeDtypeStruct], PartitionSpec] | PyTree
+)
+"""A ``PartitionSpec`` for every leaf, a function from a leaf's shape and dtype
+to its spec, or a pytree prefix of specs (``None`` meaning replicated)."""
+
+_REPLICATED = PartitionSpec()
+
+
+def _abstract(path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        raise ValueError(
+            f"params{jax.tree_util.keystr(path)} has no sharding: give jax.Arrays "
+            "or jax.ShapeDtypeStruct(shape, dtype, sharding=...) leaves."
+        )
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
+def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) -> Any:
+    """Returns the sharding of each leaf of ``optimizer.init(params)`` under jit.
+
+    Works on abstract params too, so it gives the target of a restore or of
+    ``jax.jit(..., out_shardings=...)`` before any array exists; it does that by
+    compiling ``optimizer.init`` (zeros and counters: milliseconds) and reading
+    the shardings XLA assigns. For the momentax transformations each velocity
+    leaf has its param's sharding and the step count is replicated, whatever the
+    mesh's axis types. ``jax.eval_shape`` gives the same answer only on meshes
+    with ``Explicit`` axes: with ``Auto`` axes it leaves the sharding unset.
+
+    Args:
+        optimizer: Any Optax ``GradientTransformation``.
+        params: A pytree of ``jax.Array`` or of ``jax.ShapeDtypeStruct`` with a
+            ``sharding``.
+
+    Returns:
+        A pytree with the structure of the optimizer state and a
+        ``jax.sharding.Sharding`` at each array leaf.
+
+    Raises:
+        ValueError: If a params leaf has no sharding.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import momentax
+        >>> from jax.sharding import NamedSharding, PartitionSpec as P
+        >>> mesh = jax.make_mesh((1,), ("model",))
+        >>> sharding = NamedSharding(mesh, P("model"))
+        >>> params = {"w": jax.ShapeDtypeStruct((8,), jnp.float32, sharding=sharding)}
+        >>> opt = momentax.momentum(0.1, 0.9)
+        >>> state = momentax.training.opt_state_sharding(opt, params)
+        >>> state.velocity["w"].spec
+        P('model',)
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    abstract = tuple(_abstract(path, leaf) for path, leaf in leaves)
+    return _compiled_state_sharding(optimizer, treedef, abstract)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_state_sharding(
+    optimizer: optax.GradientTransformation,
+    treedef: Any,
+    leaves: tuple[jax.ShapeDtypeStruct, ...],
+) -> Any:
+    """Cached on the (hashable) optimizer and abstract params: steps ask often."""
+    params = jax.tree.unflatten(treedef, leaves)
+    compiled = jax.jit(optimizer.init).trace(params).lower().compile()
+    return compiled.output_shardings
+
+
+def _leaf_name(what: str, path: Any) -> str:
+    return f"{what}{jax.tree_util.keystr(path)}"
+
+
+def _check_spec(mesh: Mesh, spec: Any, leaf: Any, name: str) -> PartitionSpec:
+    """Validates one leaf's spec against the mesh and the leaf's shape."""
+    if spec is None:
+        spec = PartitionSpec()
+    if not isinstance(spec, PartitionSpec):
+        raise TypeError(f"the spec for {name} must be a PartitionSpec; got {spec!r}.")
+    shape = tuple(leaf.shape)
+    if len(spec) > len(shape):
+        raise ValueError(
+            f"the spec {spec} for {name} names {len(spec)} dimensions, but it has "
+            f"shape {shape}."
+        )
+    for dim, axes in enumerate(spec):
+        names = () if axes is None else (axes,) if isinstance(axes, str) else axes
+        unknown = [axis for axis in names if axis not in mesh.shape]
+        if unknown:
+            raise ValueError(
+                f"the spec {spec} for {name} uses mesh axes {unknown}; the mesh "
+                f"has {list(mesh.axis_names)}."
+            )
+        split = math.prod(mesh.shape[axis] for axis in names)
+        if shape[dim] % split:
+            raise ValueError(
+                f"the spec {spec} for {name} splits dimension {dim} of size "
+                f"{shape[dim]} into {split} shards; the size must be divisible."
+            )
+    return spec
+
+
+def _specs(mesh: Mesh, rule: SpecRule, tree: PyTree, what: str) -> PyTree:
+    """The validated ``PartitionSpec`` of each leaf of ``tree`` under ``rule``."""
+    if isinstance(rule, PartitionSpec) or rule is None or callable(rule):
+        spec_of = rule if callable(rule) else lambda _: rule
+        return jax.tree_util.tree_map_with_path(
+            lambda path, leaf: _check_spec(
+                mesh,
+                spec_of(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)),
+                leaf,
+                _leaf_name(what, path),
+            ),
+            tree,
+        )
+
+    def is_spec(x: Any) -> bool:
+        return x is None or isinstance(x, PartitionSpec)
+
+    try:  # Pair each spec with its subtree: only the structure can fail here.
+        pairs = jax.tree.map(lambda spec, sub: (spec, sub), rule, tree, is_leaf=is_spec)
+    except ValueError as error:
+        raise ValueError(
+            f"the specs for {what} must be a PartitionSpec, a function of a "
+            f"leaf, or a pytree prefix of {what} with PartitionSpec leaves: {error}"
+        ) from None
+    return jax.tree_util.tree_map_with_path(
+        lambda path, pair: jax.tree_util.tree_map_with_path(
+            lambda inner, leaf: _check_spec(
+                mesh, pair[0], leaf, _leaf_name(what, (*path, *inner))
+            ),
+            pair[1],
+        ),
+        pairs,
+        is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2 and is_spec(x[0]),
+    )
+
+
+def largest_divisible_dim(axis_size: int, axis: str) -> Callable[..., PartitionSpec]:
+    """Returns a spec rule that splits each leaf's largest divisible dimension."""
+
+    def rule(leaf: jax.ShapeDtypeStruct) -> PartitionSpec:
+        dims = [d for d, size in enumerate(leaf.shape) if size % axis_size == 0]
+        if not dims:
+            return PartitionSpec()
+        dim = max(dims, key=lambda d: leaf.shape[d])
+        return PartitionSpec(*([None] * dim), axis)
+
+    return rule
+
+
+def _put(tree: PyTree, shardings: PyTree) -> PyTree:
+    """``jax.device_put``, also onto devices of other processes.
+
+    ``device_put`` can only write to this process's devices; for a sharding
+    that spans processes each process builds its own shards from its copy.
+    """
+
+    def put(x: Any, sharding: NamedSharding) -> Any:
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            return x
+        if sharding.is_fully_addressable or (
+            isinstance(x, jax.Array) and not x.is_fully_addressable
+        ):
+            return jax.device_put(x, sharding)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(
+            host.shape, sharding, lambda index: host[index]
+        )
+
+    return jax.tree.map(put, tree, shardings)
+
+
+def _check_axis(mesh: Mesh, axis: Any, argument: str) -> str:
+    if not isinstance(axis, str) or axis not in mesh.shape:
+        raise ValueError(
+            f"{argument} must name an axis of the mesh, one of "
+            f"{list(mesh.axis_names)}; got {axis!r}."
+        )
+    return axis
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Placement:
+    r"""Says where params, optimizer state and batches live on a device mesh.
+
+    Give one to :func:`momentax.training.fit` or
+    :func:`momentax.training.make_train_step` to
+    train on several devices. The params are placed by the ``params`` rule;
+    the optimizer state follows them (see :func:`opt_state_sharding`): each
+    velocity leaf is split exactly as its param, so a step updates every shard
+    where it lives and never gathers the velocity; batches are placed by the
+    ``batch`` rule. JAX's partitioner inserts the collectives the loss needs
+    (the gradient all-reduce of data parallelism). A placement is hashable by
+    identity, like an optimizer: reuse one object to reuse compiled loops.
+
+    The two common layouts have constructors:
+
+    * :meth:`data_parallel`: each batch split along its leading (example)
+      dimension over a ``data`` axis; params and state replicated.
+    * :meth:`fully_sharded`: params and state split over a ``model`` axis
+      (each leaf along its largest dimension that the axis divides), and
+      batches optionally split over a data axis as well.
+
+    Attributes:
+        mesh: The ``jax.sharding.Mesh``.
+        params: The spec rule of the params: a ``PartitionSpec`` for every leaf,
+            a function from a leaf's ``jax.ShapeDtypeStruct`` to its spec, or a
+            pytree prefix of the params with specs (``None``: replicated).
+        batch: The spec rule of one batch, in the same forms.
+
+    Examples:
+        >>> import jax
+        >>> import momentax
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("data",))
+        >>> placement = momentax.training.Placement.data_parallel(mesh)
+        >>> placement.batch
+        P('data',)
+    """
+
+    mesh: Mesh
+    params: SpecRule = _REPLICATED
+    batch: SpecRule = _REPLICATED
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mesh, Mesh):
+            raise TypeError(
+                f"mesh must be a jax.sharding.Mesh (e.g. from jax.make_mesh); "
+                f"got {self.mesh!r}."
+            )
+
+    @classmethod
+    def data_parallel(cls, mesh: Mesh, axis: str = "data") -> "Placement":
+        """Splits batches over ``axis`` and replicates params and state.
+
+        Args:
+            mesh: The device mesh.
+            axis: The mesh axis that splits the examples of each batch.
+
+        Returns:
+            The placement.
+        """
+        axis = _check_axis(mesh, axis, "axis")
+        return cls(mesh, params=PartitionSpec(), batch=PartitionSpec(axis))
+
+    @classmethod
+    def fully_sharded(
+        cls, mesh: Mesh, axis: str = "model", batch_axis: str | None = None
+    ) -> "Placement":
+        """Splits each param and its state over ``axis``.
+
+        Each leaf is split along its largest dimension that the size of
+        ``axis`` divides; a leaf with no such dimension (a scalar, say) is
+        replicated. To choose dimensions yourself, build a :class:`Placement`
+        with a pytree of specs.
+
+        Args:
+            mesh: The device mesh.
+            axis: The mesh axis that splits the params.
+            batch_axis: A mesh axis that splits the examples of each batch as
+                well (both kinds of parallelism at once), or None to replicate
+                batches.
+
+        Returns:
+            The placement.
+        """
+        axis = _check_axis(mesh, axis, "axis")
+        batch = PartitionSpec()
+        if batch_axis is not None:
+            batch = PartitionSpec(_check_axis(mesh, batch_axis, "batch_axis"))
+        rule = largest_divisible_dim(mesh.shape[axis], axis)
+        return cls(mesh, params=rule, batch=batch)
+
+    def param_sharding(self, params: PyTree) -> PyTree:
+        """Returns the ``NamedSharding`` of each params leaf (params may be abstract).
+
+        Raises:
+            ValueError: If a spec names an axis the mesh lacks, more dimensions
+                than the leaf has, or does not divide a dimension.
+        """
+        specs = _specs(self.mesh, self.params, params, "params")
+        return jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs)
+
+    def batch_sharding(self, batch: PyTree, *, stacked: bool = False) -> PyTree:
+        """Returns the ``NamedSharding`` of each leaf of a batch.
+
+        Args:
+            batch: One batch (arrays or ``jax.ShapeDtypeStruct``).
+            stacked: Whether ``batch`` is a stack of batches along a new leading
+                axis (as :func:`momentax.training.fit` takes with ``batches=``); that
+                axis is never split.
+
+        Returns:
+            A pytree of ``NamedSharding`` with the structure of ``batch``.
+        """
+        one = batch
+        if stacked:
+            one = jax.tree.map(
+                lambda b: jax.ShapeDtypeStruct(b.shape[1:], b.dtype), batch
+            )
+        specs = _specs(self.mesh, self.batch, one, "batch")
+        lead = (None,) if stacked else ()
+        return jax.tree.map(
+            lambda spec: NamedSharding(self.mesh, PartitionSpec(*lead, *spec)), specs
+        )
+
+    def state_sharding(
+        self, optimizer: optax.GradientTransformation, params: PyTree
+    ) -> Any:
+        """Returns the sharding of each leaf of ``optimizer.init`` on placed params."""
+        sharded = jax.tree.map(
+            lambda leaf, sharding: jax.ShapeDtypeStruct(
+                leaf.shape, leaf.dtype, sharding=sharding
+            ),
+            params,
+            self.param_sharding(params),
+        )
+        return opt_state_sharding(optimizer, sharded)
+
+    def put_params(self, params: PyTree) -> PyTree:
+        """Returns the params placed on the mesh (no copy for a leaf already there).
+
+        With several processes, a leaf that is not yet a global array must hold
+        the same values in every process (each keeps the shards of its devices).
+        """
+        return _put(params, self.param_sharding(params))
+
+    def put_batch(self, batch: PyTree, *, stacked: bool = False) -> PyTree:
+        """Returns a batch (or a stack of them) placed on the mesh.
+
+        With several processes, pass the whole batch in every process: each
+        keeps the examples of its own devices.
+        """
+        return _put(batch, self.batch_sharding(batch, stacked=stacked))
+
+    def init(self, optimizer: optax.GradientTransformation, params: PyTree) -> Any:
+        """Returns ``optimizer.init(params)`` created in place on the mesh.
+
+        The state is computed by a jitted ``init`` whose outputs are given their
+        shardings, so no buffer is ever materialised on one device.
+        """
+        params = self.put_params(params)
+        out = self.state_sharding(optimizer, params)
+        return jax.jit(optimizer.init, out_shardings=out)(params)
+
+    def put_state(
+        self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
+    ) -> Any:
+        """Returns an existing optimizer state placed like ``init`` would place it."""
+        return _put(opt_state, self.state_sharding(optimizer, params))
+
+    def constrain(
+        self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
+    ) -> tuple[PyTree, Any]:
+        """Pins traced params and state to their placement (inside a jitted step)."""
+        # Explicit mesh axes carry shardings in the types: reshard (a no-op when
+        # they already agree); Auto axes take a constraint for the partitioner.
+        explicit = any(t == AxisType.Explicit for t in self.mesh.axis_types)
+        pin = jax.sharding.reshard if explicit else jax.lax.with_sharding_constraint
+        params = pin(params, self.param_sharding(params))
+        opt_state = pin(opt_state, self.state_sharding(optimizer, params))
+        return params, opt_state
