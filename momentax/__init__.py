@@ -11,10 +11,10 @@ import importlib
 from typing import Any
 
 from momentax import hyperparams as hyperparams
+from momentax._alias import CONVENTIONS as CONVENTIONS
+from momentax._alias import Convention as Convention
+from momentax._alias import momentum as momentum
 from momentax._hyperparams import HyperParam as HyperParam
-from momentax._momentum import CONVENTIONS as CONVENTIONS
-from momentax._momentum import Convention as Convention
-from momentax._momentum import momentum as momentum
 from momentax._momentum import scale_by_momentum as scale_by_momentum
 from momentax._state import MomentumState as MomentumState
 from momentax._tuning import HeavyBallTuning as HeavyBallTuning

@@ -48,13 +48,63 @@ def is_static_zero(value: Any) -> bool:
     )
 
 
+def _is_dtype_like(value: Any) -> bool:
+    try:
+        np.dtype(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _format_interval(low: float, high: float) -> str:
     if math.isinf(high):
         return f"a finite number >= {low:g}"
     return f"in [{low:g}, {high:g}]"
 
 
+def is_schedule(value: Any) -> bool:
+    """Whether ``value`` is a schedule: a callable that is not a class or dtype.
+
+    Classes such as ``int`` and dtypes such as ``jnp.float32`` are callable, but
+    taking one for a schedule would train with a rate equal to the step count.
+    """
+    return callable(value) and not isinstance(value, type | np.dtype)
+
+
+def has_schedule(value: Any) -> bool:
+    """Whether any leaf of the hyperparameter ``value`` is a schedule."""
+    return any(map(is_schedule, jax.tree.leaves(value, is_leaf=callable)))
+
+
+def check_flag(name: str, value: Any) -> None:
+    """Checks that an option is ``True`` or ``False``.
+
+    Raises:
+        TypeError: ``value`` is not a ``bool``.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}.")
+
+
+def check_static_scalar(name: str, value: Any, *, low: float, high: float) -> None:
+    """Checks a hyperparameter that must be one scalar: no schedule, no pytree.
+
+    Raises:
+        TypeError: ``value`` is a schedule, a pytree or not a number.
+        ValueError: ``value`` is outside ``[low, high]``.
+    """
+    if callable(value) or is_per_leaf(value):
+        raise TypeError(f"{name} must be a float or a JAX scalar; got {value!r}.")
+    check_hyperparam(name, value, low=low, high=high)
+
+
 def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
+    if isinstance(leaf, type | np.dtype):
+        raise TypeError(
+            f"{name} must be a number or a schedule; got the "
+            f"{'dtype' if _is_dtype_like(leaf) else 'class'} {leaf!r}, which is "
+            "callable but not a schedule."
+        )
     if callable(leaf):
         return  # A schedule's values are only known when it runs.
     allowed = "a float, a JAX scalar, a schedule, or a pytree of those"
@@ -140,7 +190,7 @@ def check_prefix(name: str, value: Any, tree: Any, what: str = "params") -> None
         ) from None
 
 
-def resolve(name: str, value: Any, count: jax.Array, like: Any) -> Any:
+def resolve(name: str, value: Any, count: jax.Array | None, like: Any) -> Any:
     """Evaluates schedules at ``count`` and broadcasts the result onto ``like``.
 
     Returns:
@@ -155,7 +205,17 @@ def resolve(name: str, value: Any, count: jax.Array, like: Any) -> Any:
         if not callable(leaf):
             return leaf
         current = leaf(count)
-        check_scalar(f"the value of the {name} schedule", current)
+        what = f"the value of the {name} schedule"
+        dtype = None if current is None else jnp.result_type(current)
+        if dtype is None or not (
+            jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+        ):
+            raise TypeError(
+                f"{what} must be a real number; got {current!r}"
+                + ("" if dtype is None else f" of dtype {dtype}")
+                + ". Make the schedule return a float for every step count."
+            )
+        check_scalar(what, current)
         return current
 
     if not is_per_leaf(value):
@@ -167,12 +227,33 @@ def resolve(name: str, value: Any, count: jax.Array, like: Any) -> Any:
     )
 
 
-def check_dtype(name: str, dtype: Any) -> jnp.dtype | None:
-    """Checks a floating dtype argument and returns it canonicalized.
+_ACCUMULATOR_DTYPES = tuple(
+    map(jnp.dtype, ("float16", "bfloat16", "float32", "float64"))
+)
+_COMPLEX_DTYPES = tuple(map(jnp.dtype, ("complex64", "complex128")))
+
+
+def check_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> jnp.dtype | None:
+    """Checks a floating (or complex) dtype argument; returns it canonicalized.
+
+    Args:
+        name: The argument's name, used in the error message.
+        dtype: ``None`` or anything ``jnp.dtype`` accepts.
+        complex_ok: Also allow complex64 and complex128.
+
+    Returns:
+        The ``jnp.dtype``, or ``None`` for ``None``.
 
     Raises:
         TypeError: ``dtype`` does not name a dtype.
-        ValueError: It is not a real floating dtype, or it needs 64-bit mode.
+        ValueError: It is not one of float16, bfloat16, float32, float64 (or
+            the complex ones), or it needs 64-bit mode.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from momentax import hyperparams
+        >>> hyperparams.check_dtype("accumulator_dtype", "float32")
+        dtype('float32')
     """
     if dtype is None:
         return None
@@ -182,10 +263,10 @@ def check_dtype(name: str, dtype: Any) -> jnp.dtype | None:
         raise TypeError(
             f"{name} must be a dtype such as jnp.float32; got {dtype!r}."
         ) from None
-    if not jnp.issubdtype(result, jnp.floating):
+    allowed = _ACCUMULATOR_DTYPES + (_COMPLEX_DTYPES if complex_ok else ())
+    if result not in allowed:
         raise ValueError(
-            f"{name} must be a real floating dtype (float16, bfloat16, float32, "
-            f"float64); got {result}."
+            f"{name} must be one of {', '.join(d.name for d in allowed)}; got {result}."
         )
     if jax.dtypes.canonicalize_dtype(result) != result:
         raise ValueError(

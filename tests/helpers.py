@@ -115,6 +115,17 @@ def run(
     return params, state
 
 
+def velocity(state: Any) -> Any:
+    """The momentum buffer anywhere in an optimizer state (None without one)."""
+    return optax.tree.get(state, "velocity")
+
+
+def counts(state: Any) -> list[int]:
+    """Every step count an optimizer state holds, in the order of the state."""
+    found = optax.tree_utils.tree_get_all_with_path(state, "count")
+    return [int(count) for _, count in found if count is not None]
+
+
 def assert_on_device(tree: Any, device: jax.Device) -> None:
     for leaf in jax.tree.leaves(tree):
         assert leaf.devices() == {device}, (leaf.devices(), device)

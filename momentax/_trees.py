@@ -1,0 +1,93 @@
+"""Checks and dtypes of the trees the transforms see: params, updates, buffers."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def velocity_dtype(param_dtype: Any, accumulator_dtype: jnp.dtype | None) -> Any:
+    """The dtype of a leaf's buffer; complex params keep a complex buffer."""
+    if accumulator_dtype is None:
+        return param_dtype
+    if jnp.issubdtype(param_dtype, jnp.complexfloating) and not jnp.issubdtype(
+        accumulator_dtype, jnp.complexfloating
+    ):
+        wide = jnp.dtype(accumulator_dtype).itemsize > 4
+        return jnp.dtype(jnp.complex128 if wide else jnp.complex64)
+    return accumulator_dtype
+
+
+def wider_dtype(a: Any, b: Any) -> Any:
+    """The dtype both ``a`` and ``b`` convert to, even under strict promotion."""
+    if a == b:
+        return a
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.promote_types(a, b)
+
+
+def check_params(params: Any, accumulator_dtype: jnp.dtype | None = None) -> None:
+    """Checks that every leaf is a floating or complex array or number.
+
+    Raises:
+        TypeError: A leaf is an integer or boolean, or not an array at all.
+        ValueError: A complex ``accumulator_dtype`` is given for real params.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name = f"params{jax.tree_util.keystr(path)}"
+        try:
+            dtype = jnp.result_type(leaf)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an array or a number; got {type(leaf).__name__}."
+            ) from None
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{name} has dtype {dtype}; momentum needs floating-point or "
+                "complex params (an integer param cannot take a fractional step): "
+                f"cast it, e.g. jnp.asarray(x, jnp.float32){_number_hint(leaf)}."
+            )
+        if (
+            accumulator_dtype is not None
+            and jnp.issubdtype(accumulator_dtype, jnp.complexfloating)
+            and not jnp.issubdtype(dtype, jnp.complexfloating)
+        ):
+            raise ValueError(
+                f"accumulator_dtype={accumulator_dtype} is complex but {name} is "
+                f"real ({dtype}); use a real accumulator_dtype such as float32."
+            )
+
+
+def _number_hint(leaf: Any) -> str:
+    if isinstance(leaf, int):
+        return f", or write the Python number as {float(leaf)!r}"
+    return ""
+
+
+def check_like(updates: Any, other: Any, what: str) -> None:
+    """Checks that ``updates`` has the tree structure and shapes of ``other``.
+
+    Raises:
+        ValueError: Showing both structures, or listing each shape mismatch.
+    """
+    updates_structure = jax.tree.structure(updates)
+    other_structure = jax.tree.structure(other)
+    if updates_structure != other_structure:  # type: ignore[operator]
+        raise ValueError(
+            f"The updates do not have the structure of the {what}.\n"
+            f"  updates: {updates_structure}\n  {what}: {other_structure}"
+        )
+    mismatches = [
+        f"  {jax.tree_util.keystr(path)}: updates {jnp.shape(u)}, {what} {jnp.shape(o)}"
+        for (path, u), o in zip(
+            jax.tree_util.tree_leaves_with_path(updates),
+            jax.tree.leaves(other),
+            strict=True,
+        )
+        if jnp.shape(u) != jnp.shape(o)
+    ]
+    if mismatches:
+        raise ValueError(
+            f"The updates do not have the shapes of the {what}:\n"
+            + "\n".join(mismatches)
+        )
