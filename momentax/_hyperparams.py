@@ -206,7 +206,8 @@ def resolve(name: str, value: Any, count: jax.Array | None, like: Any) -> Any:
             return leaf
         current = leaf(count)
         what = f"the value of the {name} schedule"
-        dtype = None if current is None else jnp.result_type(current)
+        numeric = isinstance(current, _SCALAR_TYPES) and not isinstance(current, bool)
+        dtype = jnp.result_type(current) if numeric else None
         if dtype is None or not (
             jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
         ):

@@ -1,0 +1,224 @@
+"""momentax goes where optax.sgd goes: the Optax contract, and what Optax accepts.
+
+Each test here failed on 0.1.0, whose core was one closure with flags.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import momentax
+from tests import helpers
+
+PARAMS = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array(0.3)}
+GRADS = {"w": jnp.array([0.1, 0.2, -0.3]), "b": jnp.array(-0.4)}
+
+TRANSFORMS = {
+    "sutskever": lambda: momentax.momentum(0.1, 0.9),
+    "pytorch": lambda: momentax.momentum(0.1, 0.9, convention="pytorch"),
+    "everything": lambda: momentax.momentum(
+        optax.linear_schedule(0.1, 0.01, 10),
+        lambda count: jnp.minimum(0.5 + 0.1 * jnp.asarray(count, jnp.float32), 0.9),
+        dampening=0.1,
+        weight_decay=1e-3,
+        maximize=True,
+        accumulator_dtype=jnp.float32,
+    ),
+    "nesterov": lambda: momentax.momentum(0.1, 0.9, nesterov=True),
+    "plain_sgd": lambda: momentax.momentum(0.1, 0),
+    "scale_by_momentum": lambda: momentax.scale_by_momentum(0.9, dampening=0.5),
+    "scale_by_momentum_zero": lambda: momentax.scale_by_momentum(0),
+}
+
+
+@pytest.mark.parametrize("name", TRANSFORMS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_update_accepts_and_ignores_extra_arguments(name, jit):
+    opt = TRANSFORMS[name]()
+    assert isinstance(opt, optax.GradientTransformationExtraArgs)
+    state = opt.init(PARAMS)
+    update = jax.jit(opt.update) if jit else opt.update
+    with_extra = update(GRADS, state, PARAMS, value=jnp.array(1.5), key=None)
+    without = update(GRADS, state, PARAMS)
+    jax.tree.map(np.testing.assert_array_equal, with_extra, without)
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+def test_inside_reduce_on_plateau(convention):
+    # reduce_on_plateau reads value=; the chain hands it to every piece.
+    opt = optax.chain(
+        momentax.momentum(0.5, 0.9, convention=convention),
+        optax.contrib.reduce_on_plateau(patience=2, factor=0.5, cooldown=0),
+    )
+    state = opt.init(PARAMS)
+    step = jax.jit(opt.update)
+    # Optax's reduce_on_plateau mixes int32 and float32: standard promotion.
+    with jax.numpy_dtype_promotion("standard"):
+        for _ in range(6):  # a loss that never improves: the scale must drop
+            _, state = step(GRADS, state, PARAMS, value=jnp.array(1.0))
+    assert float(optax.tree.get(state, "scale")) < 1.0
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+def test_constant_rate_keeps_no_step_count(convention):
+    state = momentax.momentum(0.1, 0.9, convention=convention).init(PARAMS)
+    assert helpers.counts(state) == []
+    leaves = jax.tree.leaves(state)
+    assert len(leaves) == len(jax.tree.leaves(PARAMS))  # the buffer alone
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "num_counts"),
+    [
+        ({"learning_rate": optax.linear_schedule(0.1, 0.0, 5)}, 1),
+        ({"learning_rate": 0.1, "dampening": 0.5}, 1),
+        ({"learning_rate": 0.1, "momentum": lambda count: 0.9}, 1),
+        ({"learning_rate": {"w": 0.1, "b": lambda count: 0.1}}, 1),
+        ({"learning_rate": optax.linear_schedule(0.1, 0.0, 5), "dampening": 0.5}, 2),
+    ],
+)
+def test_a_count_only_where_something_reads_it(kwargs, num_counts):
+    opt = momentax.momentum(**kwargs)
+    state = opt.init(PARAMS)
+    for _ in range(3):
+        _, state = opt.update(GRADS, state, PARAMS)
+    assert helpers.counts(state) == [3] * num_counts
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"learning_rate": optax.linear_schedule(0.1, 0.0, 5)},
+        {"dampening": 0.5},
+        {"weight_decay": 1e-3, "maximize": True},
+    ],
+)
+def test_the_two_conventions_have_different_state_structures(kwargs):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    sutskever = momentax.momentum(**kwargs, convention="sutskever").init(PARAMS)
+    pytorch = momentax.momentum(**kwargs, convention="pytorch").init(PARAMS)
+    assert jax.tree.structure(sutskever) != jax.tree.structure(pytorch)
+    # ... and the buffer is still found the same way in both.
+    for state in (sutskever, pytorch):
+        assert jax.tree.structure(helpers.velocity(state)) == jax.tree.structure(PARAMS)
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"w": np.ones(3, np.float32), "b": 0.0},
+        {"w": np.float32(2.0), "b": np.array(1.5, np.float32)},
+        {"w": np.ones((2, 2), np.float64)},  # canonicalized to float32 as in JAX
+    ],
+    ids=["numpy_and_python_float", "numpy_scalars", "numpy_float64"],
+)
+def test_python_and_numpy_params_as_optax_sgd(params, convention):
+    opt = momentax.momentum(0.1, 0.9, convention=convention)
+    state = opt.init(params)
+    velocity = helpers.velocity(state)
+    for leaf, param in zip(
+        jax.tree.leaves(velocity), jax.tree.leaves(params), strict=True
+    ):
+        assert isinstance(leaf, jax.Array)
+        assert leaf.dtype == jnp.result_type(param)
+        assert not leaf.weak_type  # a stable lax.scan carry
+    grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.5, np.float32), params)
+    want_state = optax.sgd(0.1, 0.9).init(params)
+    for _ in range(3):
+        updates, state = jax.jit(opt.update)(grads, state, params)
+        want, want_state = optax.sgd(0.1, 0.9).update(grads, want_state, params)
+        # The same f32 operations as optax.sgd up to order: within an ulp or two.
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, want
+        )
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize("accumulator_dtype", [jnp.complex64, jnp.float32])
+def test_complex_accumulator_for_complex_params(convention, accumulator_dtype):
+    rng = np.random.default_rng(0)
+    params = {
+        "z": jnp.asarray(rng.normal(size=3) + 1j * rng.normal(size=3), jnp.complex64)
+    }
+    grads = [
+        {"z": jnp.asarray(rng.normal(size=3) + 1j * rng.normal(size=3), jnp.complex64)}
+        for _ in range(5)
+    ]
+    opt = momentax.momentum(
+        0.1, 0.9, convention=convention, accumulator_dtype=accumulator_dtype
+    )
+    got, state = helpers.run(opt, params, grads)
+    want, _ = helpers.run(optax.sgd(0.1, 0.9), params, grads)
+    assert helpers.velocity(state)["z"].dtype == jnp.complex64
+    # One formula, two rounding orders (lr inside or outside): a few f32 ulps.
+    np.testing.assert_allclose(got["z"], want["z"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"w": jnp.array([1, 2, 3])},
+        {"w": np.arange(3)},
+        {"b": 0},
+        {"flag": jnp.array(True)},
+    ],
+    ids=["jax_int", "numpy_int", "python_int", "bool"],
+)
+def test_integer_params_are_refused_with_the_fix(params):
+    # 0.1.0 cast the rate to the integer dtype (0.1 -> 0): zero updates, silently.
+    with pytest.raises(TypeError, match="needs floating-point or complex params"):
+        momentax.momentum(0.1, 0.9).init(params)
+    with pytest.raises(TypeError, match="needs floating-point or complex params"):
+        momentax.scale_by_momentum(0.9).init(params)
+
+
+def test_python_int_param_error_suggests_the_float():
+    with pytest.raises(
+        TypeError, match=r"params\['b'\] .* write the Python number as 0.0"
+    ):
+        momentax.momentum(0.1).init({"b": 0})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"learning_rate": int}, "learning_rate"),
+        ({"learning_rate": 0.1, "momentum": jnp.float32}, "momentum"),
+        ({"learning_rate": {"w": float, "b": 0.1}}, r"learning_rate\['w'\]"),
+        ({"learning_rate": np.dtype("float32")}, "learning_rate"),
+    ],
+)
+def test_classes_and_dtypes_are_not_schedules(kwargs, name):
+    # 0.1.0 took them for schedules: lr = int(step), or momentum = step.
+    with pytest.raises(TypeError, match=f"{name} must be a number or a schedule"):
+        momentax.momentum(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [lambda count: None, lambda count: jnp.asarray(0.1 + 0.1j), lambda count: "0.1"],
+    ids=["none", "complex", "string"],
+)
+def test_schedule_values_must_be_real_numbers(schedule):
+    opt = momentax.momentum(schedule, 0.9)
+    with pytest.raises(
+        TypeError, match="the learning_rate schedule must be a real number"
+    ):
+        opt.update(GRADS, opt.init(PARAMS), PARAMS)
+
+
+def test_state_of_another_optimizer_is_named():
+    opt = momentax.scale_by_momentum(0.9)
+    other = optax.sgd(0.1, 0.9).init(PARAMS)
+    with pytest.raises(TypeError, match="not a MomentumState: tuple"):
+        opt.update(GRADS, other)
+
+
+def test_heavy_ball_tuning_is_finite_at_extreme_curvatures():
+    tuning = momentax.heavy_ball_tuning(1e300, 1e-300)
+    assert all(np.isfinite(tuning))
+    assert 0.0 <= tuning.momentum <= 1.0 and tuning.learning_rate > 0
