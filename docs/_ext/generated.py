@@ -1,0 +1,71 @@
+"""Pages parts generated at build time, so that no number on the site is copied by hand.
+
+* ``_build/generated/benchmarks.md``: the tables of ``benchmarks/results/cpu.json``,
+  rendered by the benchmark suite's own markdown writer.
+* ``_build/generated/<task>.txt`` and ``<task>-*.png``: the main job's output and
+  plots, from running ``python -m momentax --task <task> --out ...`` for both tasks.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent.parent
+ROOT = DOCS.parent
+OUT = DOCS / "_build" / "generated"
+TASKS = ("noisy", "tiny")
+
+
+def benchmark_tables(results_path: Path) -> str:
+    """The benchmark tables as MyST markdown, headings demoted below the page's."""
+    from benchmarks import _report  # the suite's writer of cpu.md
+
+    text = _report.markdown(json.loads(results_path.read_text()))
+    lines = text.splitlines()[1:]  # the page has its own title
+    return "\n".join(
+        "#" + line if line.startswith("## ") else line for line in lines
+    ).lstrip()
+
+
+def run_main_job(task: str) -> str:
+    """The output of ``python -m momentax --task TASK``; its plots land in OUT."""
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "momentax", "--task", task, "--out", str(OUT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"momentax --task {task} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def generate(app: Any) -> None:
+    """Writes every generated part before Sphinx reads the pages."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    tables = benchmark_tables(ROOT / "benchmarks" / "results" / "cpu.json")
+    (OUT / "benchmarks.md").write_text(tables + "\n")
+    for task in TASKS:
+        (OUT / f"{task}.txt").write_text(run_main_job(task))
+
+
+def skip_tuple_fields(
+    app: Any, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
+    """Skips a NamedTuple's field accessors: its Attributes section documents them."""
+    if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True
+    return None
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Registers the generation step and the member filter with Sphinx."""
+    app.connect("builder-inited", generate)
+    app.connect("autodoc-skip-member", skip_tuple_fields)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
