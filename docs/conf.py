@@ -41,7 +41,8 @@ napoleon_numpy_docstring = False
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_typehints_description_target = "documented_params"
+autodoc_default_options = {"members": True}
 python_use_unqualified_type_names = True
 
 

@@ -55,11 +55,16 @@ def generate(app: Any) -> None:
         (OUT / f"{task}.txt").write_text(run_main_job(task))
 
 
-def skip_tuple_fields(
+def skip_member(
     app: Any, what: str, name: str, obj: Any, skip: bool, options: Any
 ) -> bool | None:
-    """Skips a NamedTuple's field accessors: its Attributes section documents them."""
+    """Skips what a reader does not call: tuple field accessors and pytree hooks.
+
+    A NamedTuple's Attributes section documents its fields already.
+    """
     if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True
+    if name in ("tree_flatten", "tree_flatten_with_keys", "tree_unflatten"):
         return True
     return None
 
@@ -67,5 +72,5 @@ def skip_tuple_fields(
 def setup(app: Any) -> dict[str, Any]:
     """Registers the generation step and the member filter with Sphinx."""
     app.connect("builder-inited", generate)
-    app.connect("autodoc-skip-member", skip_tuple_fields)
+    app.connect("autodoc-skip-member", skip_member)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
