@@ -43,7 +43,9 @@ def run_main_job(task: str) -> str:
     )
     if done.returncode != 0:
         raise RuntimeError(f"momentax --task {task} failed:\n{done.stderr}")
-    return done.stdout
+    # The "wrote PATH" lines name this build's folder, not anything a reader has.
+    lines = done.stdout.splitlines()
+    return "\n".join(line for line in lines if not line.startswith("wrote ")) + "\n"
 
 
 def generate(app: Any) -> None:
