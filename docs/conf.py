@@ -14,7 +14,7 @@ import momentax  # noqa: E402
 
 project = "momentax"
 author = "The momentax authors"
-copyright = "the momentax authors"  # noqa: A001 (Sphinx's name)
+copyright = "the momentax authors"
 release = momentax.__version__
 version = release
 
