@@ -79,3 +79,16 @@ def test_incomplete_blocks_are_refused(code, problem):
     # The checks above must be able to fail: a fragment, an elision, no stated output.
     with pytest.raises(AssertionError, match=problem):
         test_block_runs_and_prints_what_it_says("example.md", 1, code)
+
+
+README_LINKS = re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text())
+
+
+@pytest.mark.parametrize("target", [t for t in README_LINKS if "://" not in t])
+def test_readme_links_and_images_exist(target):
+    # The README is the front door: its links into the site must not be dead.
+    assert (ROOT / target).is_file(), target
+
+
+def test_readme_is_a_front_page():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150

@@ -71,8 +71,29 @@ def skip_member(
     return None
 
 
+# Where a type's private home shows in the docs, the public name it is used by.
+PUBLIC_NAMES = {
+    "optax._src.base.": "optax.",
+    "jax._src.mesh.": "jax.sharding.",
+    "jax.jaxlib._jax.Array": "jax.Array",
+    "jax.jaxlib._jax.": "jax.",
+}
+
+
+def public_type_names(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Rewrites private module paths in documented types to their public names."""
+    for i, line in enumerate(lines):
+        for private, public in PUBLIC_NAMES.items():
+            line = line.replace(private, public)
+        lines[i] = line
+
+
 def setup(app: Any) -> dict[str, Any]:
-    """Registers the generation step and the member filter with Sphinx."""
+    """Registers the generation step and the docstring filters with Sphinx."""
     app.connect("builder-inited", generate)
     app.connect("autodoc-skip-member", skip_member)
+    # After napoleon (priority 500), which writes the types into the docstring.
+    app.connect("autodoc-process-docstring", public_type_names, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
