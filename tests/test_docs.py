@@ -1,0 +1,94 @@
+"""Every ```python block of the docs site and the README runs and prints what it says.
+
+A block is a complete program. A line ``# prints: TEXT`` states a line the block
+prints; ``...`` in TEXT stands for anything. Blocks run in this process, one after
+another, with the eight CPU devices of conftest.py (the scaling page uses them).
+"""
+
+import contextlib
+import io
+import pathlib
+import re
+
+import jax
+import pytest
+
+ROOT = pathlib.Path(__file__).parent.parent
+DOCS = ROOT / "docs"
+# The built site (docs/_build) holds generated copies, not pages.
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
+FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def _blocks(page: pathlib.Path) -> list[tuple[str, int, str]]:
+    text = page.read_text()
+    return [
+        (str(page.relative_to(ROOT)), text.count("\n", 0, match.start()) + 2, match[1])
+        for match in FENCE.finditer(text)
+    ]
+
+
+BLOCKS = [block for page in [ROOT / "README.md", *PAGES] for block in _blocks(page)]
+
+
+def _expected(code: str) -> list[str]:
+    return [
+        re.escape(line.removeprefix("# prints: ")).replace(r"\.\.\.", ".*")
+        for line in code.splitlines()
+        if line.startswith("# prints: ")
+    ]
+
+
+def test_every_page_and_the_readme_have_examples():
+    with_blocks = {where for where, _, _ in BLOCKS}
+    assert "README.md" in with_blocks
+    assert len(PAGES) >= 9, PAGES  # the guide's pages and the API index
+    assert len(with_blocks) >= 8, with_blocks
+
+
+@pytest.mark.parametrize(
+    "where, line, code", BLOCKS, ids=[f"{w}:{n}" for w, n, _ in BLOCKS]
+)
+def test_block_runs_and_prints_what_it_says(where, line, code):
+    # A block is a whole program, imports included, never a fragment.
+    assert "import " in code, "a block must import what it uses"
+    statements = [line.split("#")[0] for line in code.splitlines()]
+    assert not any("..." in line for line in statements), (
+        "a block must not elide code with '...'"
+    )
+    expected = _expected(code)
+    assert expected, "a block must say what it prints, with '# prints: ' lines"
+    out = io.StringIO()
+    # Docs code is user code: standard dtype promotion, as users run it.
+    with jax.numpy_dtype_promotion("standard"), contextlib.redirect_stdout(out):
+        exec(compile(code, f"{where}:{line}", "exec"), {"__name__": "__docs__"})
+    printed = out.getvalue().splitlines()
+    for pattern in expected:
+        assert any(re.fullmatch(pattern, text) for text in printed), (pattern, printed)
+
+
+@pytest.mark.parametrize(
+    "code, problem",
+    [
+        ("print(1)\n# prints: 1\n", "import"),
+        ("import math\nf(...)\n# prints: 1\n", "elide"),
+        ("import math\nprint(math.pi)\n", "say what it prints"),
+    ],
+)
+def test_incomplete_blocks_are_refused(code, problem):
+    # The checks above must be able to fail: a fragment, an elision, no stated output.
+    with pytest.raises(AssertionError, match=problem):
+        test_block_runs_and_prints_what_it_says("example.md", 1, code)
+
+
+README_LINKS = re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text())
+
+
+@pytest.mark.parametrize("target", [t for t in README_LINKS if "://" not in t])
+def test_readme_links_and_images_exist(target):
+    # The README is the front door: its links into the site must not be dead.
+    assert (ROOT / target).is_file(), target
+
+
+def test_readme_is_a_front_page():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150
