@@ -262,12 +262,11 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
         >>> optax.tree.get(restored["opt_state"], "velocity")
         {'w': Array([0., 0., 0.], dtype=float32)}
         >>> wide = {**fresh, "params": {"w": jnp.zeros(4)}}
-        >>> momentax.training.restore_checkpoint(path, wide)
+        >>> momentax.training.restore_checkpoint(path, wide)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: the checkpoint at '...' does not fit the target (nothing ...
+        ValueError: the checkpoint at '...' does not fit the target (nothing was ...
           params/w: checkpoint has float32[3], target has float32[4]
-        ...
     """
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):

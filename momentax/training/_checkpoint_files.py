@@ -87,7 +87,7 @@ def claim(path: str) -> str:
             warnings.warn(
                 f"removed {lock!r}, the lock of an interrupted save to {path!r} "
                 f"(process {holder['pid']} has ended).",
-                stacklevel=3,
+                stacklevel=4,  # the caller of save_checkpoint
             )
             continue
         with os.fdopen(fd, "w") as f:
@@ -108,7 +108,7 @@ def clean(path: str) -> None:
         warnings.warn(
             f"removed {leftover!r}: an interrupted save to {path!r} left it "
             "(it is never a complete checkpoint).",
-            stacklevel=3,
+            stacklevel=4,  # the caller of save_checkpoint
         )
 
 
