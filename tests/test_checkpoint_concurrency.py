@@ -96,6 +96,7 @@ def test_a_killed_save_leaves_no_checkpoint_and_the_next_save_cleans_up(
         save(tmp_path / "ckpt", {"w": jnp.ones(4)})
     messages = sorted(str(w.message) for w in warned)
     assert len(messages) == 2, messages
+    assert {w.filename for w in warned} == {__file__}  # they point at the save call
     assert "ckpt.momentax-lock', the lock of an interrupted save" in messages[0]
     assert f"(process {child.pid} has ended)" in messages[0]
     assert "ckpt.momentax-tmp': an interrupted save to" in messages[1]

@@ -1,5 +1,6 @@
 """Damaged, partial and unusual checkpoints: a named error, never wrong data."""
 
+import json
 import os
 import shutil
 
@@ -73,6 +74,12 @@ def same_size_garbage(file):
         f.write(b"#" * size)
 
 
+def edit_record(checkpoint, edit):
+    record = json.loads((checkpoint / "momentax.json").read_text())
+    edit(record)
+    (checkpoint / "momentax.json").write_text(json.dumps(record))
+
+
 DAMAGE = {
     "_METADATA missing": (lambda c: os.remove(c / "_METADATA"), "_METADATA is missing"),
     "_METADATA truncated": (lambda c: truncate(c / "_METADATA"), "_METADATA has \\d+"),
@@ -100,6 +107,14 @@ DAMAGE = {
     "the record garbage": (
         lambda c: garble(c / "momentax.json"),
         "momentax.json cannot be read",
+    ),
+    "the record with a field lost": (
+        lambda c: edit_record(c, lambda r: r["leaves"]["params/w"].pop("sha256")),
+        "momentax.json has missing or malformed fields",
+    ),
+    "the record with a dtype garbled": (
+        lambda c: edit_record(c, lambda r: r["leaves"]["step"].update(dtype="flo!t")),
+        "momentax.json has missing or malformed fields",
     ),
     "the record of another program": (
         lambda c: (c / "momentax.json").write_text('{"format": "other"}'),

@@ -87,40 +87,6 @@ def _as_array(key: tuple[Any, ...], leaf: Any) -> Any:
     return leaf
 
 
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"momentax.save_checkpoint: {name}")
-
-
-def _claim(path: str) -> str | None:
-    """Claims ``path`` on process 0 and tells every process whether it could."""
-    lock, refusal = None, None
-    if jax.process_index() == 0:
-        try:
-            if os.path.exists(path):
-                raise FileExistsError(
-                    f"path {path!r} exists; save_checkpoint never replaces a "
-                    "checkpoint: choose a new directory."
-                )
-            lock = files.claim(path)
-            files.clean(path)
-        except FileExistsError as error:
-            if lock is not None:
-                files.release(lock)
-            refusal = error
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        claimed = multihost_utils.broadcast_one_to_all(np.int32(refusal is None))
-        if refusal is None and not int(claimed):
-            refusal = FileExistsError(f"process 0 could not claim {path!r}.")
-    if refusal is not None:
-        raise refusal
-    return lock
-
-
 def save_checkpoint(path: PathLike, tree: PyTree) -> None:
     """Saves a pytree of arrays (params, optimizer state, step) to a new directory.
 
@@ -160,7 +126,7 @@ def save_checkpoint(path: PathLike, tree: PyTree) -> None:
     record = describe(tree)  # Refuses leaves that are not arrays, naming them.
     for key, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         record["leaves"][path_name(key)]["sha256"] = sha256(leaf)
-    lock = _claim(path)
+    lock = files.claim_everywhere(path)
     staging = files.staging(path)
     try:
         if record["leaves"]:
@@ -172,11 +138,11 @@ def save_checkpoint(path: PathLike, tree: PyTree) -> None:
                 checkpointer.close()
         elif lock is not None:
             os.mkdir(staging)  # Orbax refuses an empty tree; the record suffices.
-        _sync("written")
+        files.sync("written")
         if lock is not None:
             files.write_record(staging, {**record, "files": files.inventory(staging)})
             os.rename(staging, path)
-        _sync("renamed")
+        files.sync("renamed")
     except BaseException:
         if lock is not None and os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)

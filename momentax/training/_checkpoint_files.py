@@ -6,6 +6,7 @@ adds ``momentax.json`` (the record) there and renames the folder to
 ``<path>``: a checkpoint at ``<path>`` is always complete.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -13,6 +14,9 @@ import shutil
 import socket
 import warnings
 from typing import Any
+
+import jax
+import numpy as np
 
 RECORD = "momentax.json"
 FORMAT = "momentax checkpoint"
@@ -83,7 +87,8 @@ def claim(path: str) -> str:
             # Its save was killed: no one writes to the path now. (Two saves
             # that find the same dead lock at once both get here; the second
             # one's O_EXCL below then fails and it reports the first.)
-            os.remove(lock)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
             warnings.warn(
                 f"removed {lock!r}, the lock of an interrupted save to {path!r} "
                 f"(process {holder['pid']} has ended).",
@@ -98,7 +103,8 @@ def claim(path: str) -> str:
 
 def release(lock: str) -> None:
     """Ends the claim of :func:`claim`."""
-    os.remove(lock)
+    with contextlib.suppress(FileNotFoundError):  # Deleted by hand meanwhile.
+        os.remove(lock)
 
 
 def clean(path: str) -> None:
@@ -110,6 +116,48 @@ def clean(path: str) -> None:
             "(it is never a complete checkpoint).",
             stacklevel=4,  # the caller of save_checkpoint
         )
+
+
+def sync(name: str) -> None:
+    """Waits for every process of a multi-process run to get here."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"momentax.save_checkpoint: {name}")
+
+
+def claim_everywhere(path: str) -> str | None:
+    """Claims ``path`` on process 0 and tells every process whether it could.
+
+    Returns:
+        The lock to :func:`release` on process 0, ``None`` on the others.
+
+    Raises:
+        FileExistsError: If ``path`` exists or another save holds it.
+    """
+    lock, refusal = None, None
+    if jax.process_index() == 0:
+        try:
+            if os.path.exists(path):
+                raise FileExistsError(
+                    f"path {path!r} exists; save_checkpoint never replaces a "
+                    "checkpoint: choose a new directory."
+                )
+            lock = claim(path)
+            clean(path)
+        except FileExistsError as error:
+            if lock is not None:
+                release(lock)
+            refusal = error
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        claimed = multihost_utils.broadcast_one_to_all(np.int32(refusal is None))
+        if refusal is None and not int(claimed):
+            refusal = FileExistsError(f"process 0 could not claim {path!r}.")
+    if refusal is not None:
+        raise refusal
+    return lock
 
 
 def inventory(directory: str) -> dict[str, int]:
@@ -142,6 +190,27 @@ def damaged(path: str, problem: str) -> ValueError:
     )
 
 
+def _is_dtype(name: Any) -> bool:
+    try:
+        np.dtype(name)
+    except TypeError:
+        return False
+    return isinstance(name, str)
+
+
+def _well_formed(record: dict[str, Any]) -> bool:
+    fields = ("nodes", "leaves", "packed", "files")
+    if not all(isinstance(record.get(field), dict) for field in fields):
+        return False
+    return all(
+        isinstance(leaf, dict)
+        and isinstance(leaf.get("shape"), list)
+        and _is_dtype(leaf.get("dtype"))
+        and isinstance(leaf.get("sha256"), str)
+        for leaf in record["leaves"].values()
+    )
+
+
 def read_record(path: str) -> dict[str, Any]:
     """Reads and checks the record of the checkpoint at ``path``.
 
@@ -165,10 +234,13 @@ def read_record(path: str) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise damaged(path, f"{RECORD} is not a momentax checkpoint record")
     if record.get("version") != VERSION:
+        # A record of another version may use other fields: say so, read nothing.
         raise ValueError(
             f"the checkpoint at {path!r} has record version {record.get('version')}; "
             f"this momentax reads version {VERSION}."
         )
+    if not _well_formed(record):
+        raise damaged(path, f"{RECORD} has missing or malformed fields")
     have = inventory(path)
     for name, size in sorted(record["files"].items()):
         if name not in have:
