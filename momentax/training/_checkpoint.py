@@ -68,10 +68,14 @@ def _orbax() -> Any:
 
 
 def _as_array(key: tuple[Any, ...], leaf: Any) -> Any:
-    """What is saved for a leaf: Python numbers become JAX arrays (as under jit)."""
+    """What is saved for a leaf: a NumPy array for a number, of JAX's dtype for it.
+
+    A Python number becomes what it is under ``jax.jit`` (an int becomes
+    int32), as NumPy: Orbax refuses host-local JAX arrays in multi-process runs.
+    """
     if isinstance(leaf, bool | int | float | complex):
         try:
-            return jax.numpy.asarray(leaf)
+            return np.asarray(jax.numpy.asarray(leaf))
         except OverflowError:
             raise ValueError(
                 f"{shown(path_name(key))} is {leaf}, out of range for JAX's "
@@ -95,8 +99,9 @@ def save_checkpoint(path: PathLike, tree: PyTree) -> None:
     call this with the same ``path``. The call returns once the checkpoint is
     complete on disk, with its record (``momentax.json``: container types,
     shapes, dtypes, SHA-256 hashes, file sizes) beside Orbax's files. Python
-    numbers are saved as JAX arrays (a Python int as int32), NumPy scalars as
-    0-d NumPy arrays. See the module docstring for everything that is checked.
+    numbers are saved as 0-d arrays of the dtype JAX gives them (a Python int
+    as int32, as under ``jax.jit``), NumPy scalars as 0-d arrays of theirs. See
+    the module docstring for everything that is checked.
 
     Args:
         path: A directory that must not exist yet (its parent must). Existing
@@ -144,8 +149,9 @@ def save_checkpoint(path: PathLike, tree: PyTree) -> None:
             os.rename(staging, path)
         files.sync("renamed")
     except BaseException:
-        if lock is not None and os.path.exists(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:  # Ours alone: the lock is still held.
+            for leftover in files.leftovers(path):
+                shutil.rmtree(leftover, ignore_errors=True)
         raise
     finally:
         if lock is not None:
@@ -160,7 +166,7 @@ def _restore_as(saved: dict[str, Any], target: Any) -> Any:
     if isinstance(target, jax.Array | jax.ShapeDtypeStruct) and target.sharding:
         sharding = target.sharding
     else:
-        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.ShapeDtypeStruct(tuple(saved["shape"]), dtype, sharding=sharding)
 
 

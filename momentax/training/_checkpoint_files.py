@@ -154,7 +154,10 @@ def claim_everywhere(path: str) -> str | None:
 
         claimed = multihost_utils.broadcast_one_to_all(np.int32(refusal is None))
         if refusal is None and not int(claimed):
-            refusal = FileExistsError(f"process 0 could not claim {path!r}.")
+            refusal = FileExistsError(
+                f"process 0 refused the save to {path!r} (the path exists or "
+                "another save holds it: see its error)."
+            )
     if refusal is not None:
         raise refusal
     return lock
