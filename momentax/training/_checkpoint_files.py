@@ -126,6 +126,14 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(f"momentax.save_checkpoint: {name}")
 
 
+def _refuse_existing(path: str) -> None:
+    if os.path.exists(path):
+        raise FileExistsError(
+            f"path {path!r} exists; save_checkpoint never replaces a checkpoint: "
+            "choose a new directory."
+        )
+
+
 def claim_everywhere(path: str) -> str | None:
     """Claims ``path`` on process 0 and tells every process whether it could.
 
@@ -134,18 +142,16 @@ def claim_everywhere(path: str) -> str | None:
 
     Raises:
         FileExistsError: If ``path`` exists or another save holds it.
+        OSError: If the lock or a leftover folder cannot be handled.
     """
     lock, refusal = None, None
     if jax.process_index() == 0:
         try:
-            if os.path.exists(path):
-                raise FileExistsError(
-                    f"path {path!r} exists; save_checkpoint never replaces a "
-                    "checkpoint: choose a new directory."
-                )
+            _refuse_existing(path)
             lock = claim(path)
+            _refuse_existing(path)  # A save may have finished in between.
             clean(path)
-        except FileExistsError as error:
+        except OSError as error:  # Told to every process, then raised.
             if lock is not None:
                 release(lock)
             refusal = error
