@@ -6,13 +6,15 @@ resumable training run needs from it. What it checks and promises:
 * **Never lost, never half-written.** A save never replaces an existing
   checkpoint. It writes into ``<path>.momentax-tmp`` and renames that folder
   to ``<path>`` only when everything is on disk, so a killed save never leaves
-  a checkpoint at ``<path>``. The temporary folders of killed saves are
-  removed, with a warning naming them, by the next save to the same path; a
-  restore from such a folder, or from a path that only has one, says so.
+  a checkpoint at ``<path>``. A save that fails with an exception removes its
+  temporary folders; those of killed saves are removed, with a warning naming
+  them, by the next save to the same path, and a restore from such a folder,
+  or from a path that only has one, says so.
 * **One save at a time.** A save claims ``<path>.momentax-lock`` atomically;
   a second save to the same path while the first runs is refused at once with
   a ``FileExistsError`` naming the process that holds it (the first one
-  completes). A lock left by a killed save on this machine is removed.
+  completes). A lock left by a killed save on this machine is removed (with a
+  warning); one of another machine is reported by name, for you to delete.
 * **The target must fit.** Before anything is read, the target is compared
   with the record (``momentax.json``) written at save: every leaf's path, its
   shape and its dtype *kind* (bool, signed or unsigned integer, floating,
@@ -29,11 +31,15 @@ resumable training run needs from it. What it checks and promises:
   incomplete checkpoint is a ``ValueError`` that names the file or leaf.
 
 Deliberately not checked: the values of static (non-pytree) fields, such as a
-Flax ``TrainState``'s ``apply_fn`` and ``tx``, and hyperparameters that are
-not in the optimizer state (a checkpoint restores into an optimizer with
-another learning rate or momentum of the same state type). Hashing reads
-every leaf once more at save and at restore; a leaf not addressable by one
-process is gathered to every process for it.
+Flax ``TrainState``'s ``apply_fn`` and ``tx``; hyperparameters that are not in
+the optimizer state (a checkpoint restores into an optimizer with another
+learning rate or momentum of the same state type); Orbax's own metadata files
+beyond their sizes and Orbax reading them (the values are what is verified).
+The hashes detect accidental damage, not tampering: whoever can rewrite the
+data can rewrite the record. Container types are compared by name, so a
+``dict`` checkpoint does not restore into a Flax ``FrozenDict``. Hashing reads
+every leaf once more at save and at restore; a leaf no one process can
+address is gathered to every process for it.
 """
 
 import os
