@@ -140,3 +140,14 @@ def test_another_optimizer_is_refused_naming_both(tmp_path):
     assert "opt_state/0/mu/Dense_0/kernel: in the target, not in the checkpoint" in (
         message
     )
+
+
+@pytest.mark.parametrize(
+    ("saved", "target"), [("sutskever", "pytorch"), ("pytorch", "sutskever")]
+)
+def test_the_other_convention_is_refused_naming_both(tmp_path, saved, target):
+    # 0.1.0 had one state type for both conventions: this restored silently.
+    message = refused(tmp_path, momentum(saved), create(momentum(target)))
+    assert re.search(
+        r"opt_state/\d: checkpoint has \w+State, target has \w+State", message
+    )
