@@ -72,9 +72,16 @@ def finite(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.nan)
 
 
-def legend_below(fig: Any, axes: Any, columns: int = 5) -> Any:
-    """One legend for the whole figure, under the panels: never over the data."""
+def legend_below(fig: Any, axes: Any) -> Any:
+    """One legend for the whole figure, under the panels: never over the data.
+
+    As many columns as fit the figure's width with the longest entry.
+    """
     handles, labels = axes.get_legend_handles_labels()
+    # About 7 pixels a character at the default 10 points, plus the line sample.
+    characters = fig.get_figwidth() * fig.get_dpi() / 7
+    longest = max((len(text) for text in labels), default=1)
+    columns = max(1, min(len(labels), int(characters // (longest + 8))))
     return fig.legend(
         handles, labels, loc="outside lower center", ncols=columns, frameon=False
     )

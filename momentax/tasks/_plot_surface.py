@@ -26,8 +26,11 @@ def view(runs: Sequence[Run], optimum: Optimum) -> tuple[np.ndarray, np.ndarray]
     instead (their legend entries say so).
     """
     center = np.array([optimum.params["k"], optimum.params["b"]])
-    framed = [r for r in runs if not _runs_out(r)] or list(runs)
-    points = np.vstack([center, *(r.trajectory for r in framed)])
+    framed = [r for r in runs if not _runs_out(r)] or [
+        r for r in runs if diverged_epoch(r) is None
+    ]
+    start = [r.trajectory[:1] for r in runs]
+    points = np.vstack([center, *start, *(r.trajectory for r in framed)])
     points = points[np.all(np.isfinite(points), axis=1)]
     low, high = points.min(axis=0), points.max(axis=0)
     margin = 0.12 * np.maximum(high - low, 1e-3)
@@ -98,5 +101,5 @@ def plot_surface(task: LineTask, optimum: Optimum, runs: Sequence[Run]) -> Any:
     ax.set_xlabel("k (slope)")
     ax.set_ylabel("b (intercept)")
     fig.suptitle(f"{_task_name(task)}:\ntrain loss over (k, b) and the trajectories")
-    legend_below(fig, ax, columns=3)
+    legend_below(fig, ax)
     return fig

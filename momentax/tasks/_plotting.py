@@ -16,6 +16,12 @@ KINDS = ("losses", "surface", "k-dynamics")
 """The plots, as their file names end: ``<task>-<kind>.png``."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_plots(
     task: LineTask, optimum: Optimum, runs: Sequence[Run], folder: pathlib.Path
 ) -> list[pathlib.Path]:
@@ -44,6 +50,9 @@ def write_plots(
             rendered.append((temporary, folder / f"{task.name}-{kind}.png"))
             with os.fdopen(handle, "wb") as file:
                 figures[kind]().savefig(file, format="png")
+            # mkstemp makes the file private (0600); a plot is as readable as
+            # any file the user's umask allows.
+            os.chmod(temporary, 0o666 & ~_umask())
         for temporary, path in rendered:
             os.replace(temporary, path)
     finally:
