@@ -245,3 +245,9 @@ def test_plots_are_written_atomically_and_readable(tmp_path, monkeypatch):
         _plotting.write_plots(task, optimum, runs[:2], tmp_path)
     assert png_files(tmp_path) == sorted(before)
     assert {p.name: p.read_bytes() for p in paths} == before
+
+
+def test_the_legend_holds_the_optimum_line_once():
+    fig = figures("noisy")["losses"]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts.count("least-squares fit") == 1 and texts.count("sgd") == 1

@@ -24,7 +24,7 @@ _PARAGRAPHS = (
     "Memory and time: every epoch's params, gradients, velocities and losses are "
     "kept, about 260 MB per million epochs on top of about 280 MB for JAX itself "
     "(measured with --json, which streams its histories), so the cap of "
-    f"{MAX_EPOCHS:,} epochs costs about 2.9 GB; a million epochs take about 45 s "
+    f"{MAX_EPOCHS:,} epochs costs about 3 GB; a million epochs take about 45 s "
     "with --json (2-core CPU).",
     f"Exit status: {EXIT_OK} done; {EXIT_DIVERGED} done, but a run diverged (its "
     "loss stopped being finite: the tables and summary say at which epoch); "

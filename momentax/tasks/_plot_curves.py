@@ -85,7 +85,7 @@ def plot_losses(task: LineTask, optimum: Optimum, runs: Sequence[Run]) -> Any:
         ax.set_ylabel(titles[panel])
     note = " (noiseless: the least-squares loss is 0)" if noiseless else ""
     fig.suptitle(f"{task_name(task)}:\nloss per epoch{note}")
-    legend_below(fig, axes[-1] if not noiseless else axes[0])
+    legend_below(fig, *axes)
     return fig
 
 

@@ -72,12 +72,17 @@ def finite(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.nan)
 
 
-def legend_below(fig: Any, axes: Any) -> Any:
+def legend_below(fig: Any, *axes: Any) -> Any:
     """One legend for the whole figure, under the panels: never over the data.
 
-    As many columns as fit the figure's width with the longest entry.
+    Holds every labelled line of ``axes``, once each, in as many columns as fit
+    the figure's width with the longest entry.
     """
-    handles, labels = axes.get_legend_handles_labels()
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(text, handle)
+    labels, handles = list(entries), list(entries.values())
     # About 7 pixels a character at the default 10 points, plus the line sample.
     characters = fig.get_figwidth() * fig.get_dpi() / 7
     longest = max((len(text) for text in labels), default=1)
