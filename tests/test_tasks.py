@@ -51,6 +51,29 @@ class DataTest(parameterized.TestCase):
     def test_blog_reference_settings(self):
         assert tasks.noisy_line().reference == tasks.Reference(450, 0.01, 0.93)
 
+    def test_tasks_name_their_write_ups_by_title(self):
+        assert tasks.noisy_line().write_up == tasks.BLOG_TITLE
+        assert tasks.tiny_line().write_up == tasks.NOTEBOOK_TITLE
+        assert tasks.BLOG_TITLE == "Gradient Descent: Exploring Momentum"
+        assert tasks.NOTEBOOK_TITLE == "SGD with Momentum (From Scratch)"
+
+    def test_docstrings_name_the_write_ups_by_title(self):
+        # "the post" or "the notebook" alone leaves the reader guessing which.
+        import inspect
+        import re
+
+        import momentax.tasks.cli
+
+        vague = re.compile(r"\bthe (blog )?post\b|\bthe notebook\b", re.IGNORECASE)
+        for module in (tasks, momentax.tasks.cli):
+            for name in [None, *dir(module)]:
+                obj = module if name is None else getattr(module, name)
+                doc = inspect.getdoc(obj) if callable(obj) or name is None else None
+                if doc and vague.search(doc):
+                    titles = (tasks.BLOG_TITLE, tasks.NOTEBOOK_TITLE)
+                    found = " ".join(doc.split())
+                    assert any(title in found for title in titles), (name, doc)
+
     def test_zero_test_fraction_means_no_test_split(self):
         assert tasks.noisy_line(test_fraction=0.0).test is None
 
@@ -214,8 +237,26 @@ class ComparisonTest(parameterized.TestCase):
         assert found["heavy-ball"].momentum == tuning.momentum
 
     @parameterized.named_parameters(
-        ("no_momentum", {"momentum": 0.0}, r"momentum must be in \(0, 1\]"),
-        ("momentum_above_1", {"momentum": 1.5}, r"momentum must be in \[0, 1\]"),
+        (
+            "no_momentum",
+            {"momentum": 0.0},
+            r"momentum must be in \(0, 1\]: 0 would make momentum and Nesterov",
+        ),
+        (
+            "negative_momentum",
+            {"momentum": -0.1},
+            r"momentum must be in \(0, 1\]: a negative momentum is not momentum",
+        ),
+        (
+            "nan_momentum",
+            {"momentum": float("nan")},
+            r"momentum must be in \(0, 1\]: not a number",
+        ),
+        (
+            "momentum_above_1",
+            {"momentum": 1.5},
+            r"momentum must be in \(0, 1\]: above 1 the velocity grows",
+        ),
         ("no_lr", {"learning_rate": 0.0}, "learning_rate must be > 0"),
         ("negative_lr", {"learning_rate": -0.1}, "learning_rate must be > 0"),
     )
@@ -281,6 +322,22 @@ class ComparisonTest(parameterized.TestCase):
         assert np.all(np.sign(velocity) == np.sign(velocity[0]))
         assert np.sign(velocity[0]) == np.sign(grad[0])
         assert np.sign(run.k_velocity[end - 1]) != np.sign(velocity[0])
+
+
+class DivergenceTest(parameterized.TestCase):
+    def test_diverged_epoch_is_the_first_non_finite_loss(self):
+        task = tasks.tiny_line()
+        sgd = tasks.contenders(task, learning_rate=5.0)[0]
+        run = tasks.run(task, sgd, 200)
+        epoch = tasks.diverged_epoch(run)
+        assert epoch is not None and 1 < epoch < 200
+        assert np.all(np.isfinite(run.train_loss[:epoch]))
+        assert not np.isfinite(run.train_loss[epoch])
+
+    def test_converging_run_does_not_diverge(self):
+        task = tasks.tiny_line()
+        for contender in tasks.contenders(task):
+            assert tasks.diverged_epoch(tasks.run(task, contender, 20)) is None
 
 
 class ToleranceTest(parameterized.TestCase):

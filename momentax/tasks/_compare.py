@@ -29,7 +29,9 @@ class Contender(NamedTuple):
         learning_rate: Its learning rate.
         momentum: Its momentum (0 for plain SGD).
         nesterov: Whether it uses Nesterov momentum.
-        optimizer: The optimizer (lr inside the velocity, as in the write-ups).
+        optimizer: The optimizer (lr inside the velocity, as in both write-ups,
+            "Gradient Descent: Exploring Momentum" and "SGD with Momentum (From
+            Scratch)").
     """
 
     name: str
@@ -37,6 +39,25 @@ class Contender(NamedTuple):
     momentum: float
     nesterov: bool
     optimizer: optax.GradientTransformation
+
+
+def momentum_problem(momentum: float) -> str:
+    """Why ``momentum`` cannot be the comparison's momentum, or ``""`` if it can.
+
+    Examples:
+        >>> from momentax import tasks
+        >>> tasks.momentum_problem(0.0)
+        '0 would make momentum and Nesterov plain SGD, the sgd row'
+        >>> tasks.momentum_problem(0.9)
+        ''
+    """
+    if not momentum >= 0:  # written so that NaN is refused too
+        return "a negative momentum is not momentum" if momentum < 0 else "not a number"
+    if momentum == 0:
+        return "0 would make momentum and Nesterov plain SGD, the sgd row"
+    if momentum > 1:
+        return "above 1 the velocity grows without bound"
+    return ""
 
 
 def contenders(
@@ -54,18 +75,15 @@ def contenders(
 
     Raises:
         ValueError: If ``learning_rate`` is not > 0, or ``momentum`` not in
-            (0, 1] (0 would make momentum and Nesterov plain SGD), or another
-            check of :func:`momentax.momentum` fails.
+            (0, 1], or another check of :func:`momentax.momentum` fails.
     """
     lr = task.reference.learning_rate if learning_rate is None else learning_rate
     mu = task.reference.momentum if momentum is None else momentum
+    problem = momentum_problem(mu)
     if not lr > 0:
         raise ValueError(f"learning_rate must be > 0 to train; got {lr!r}.")
-    if not mu > 0:
-        raise ValueError(
-            f"momentum must be in (0, 1]: 0 would make momentum and Nesterov plain "
-            f"SGD; got {mu!r}."
-        )
+    if problem:
+        raise ValueError(f"momentum must be in (0, 1]: {problem}; got {mu!r}.")
     tuning = heavy_ball_tuning(*curvature_bounds(task.train))
 
     def make(name: str, lr: float, mu: float, nesterov: bool) -> Contender:
@@ -210,3 +228,24 @@ def sign_change(run: Run) -> SignChange | None:
     velocity = run.k_velocity
     velocity_epoch = None if velocity is None else _first_flip(velocity, grad_epoch)
     return SignChange(grad_epoch, velocity_epoch)
+
+
+def diverged_epoch(run: Run) -> int | None:
+    """The first epoch after which ``run``'s training loss is not finite, or None.
+
+    A diverged run's params overflow to infinity or NaN; from then on its numbers
+    are not results.
+
+    Examples:
+        >>> import numpy as np
+        >>> from momentax import tasks
+        >>> task = tasks.tiny_line()
+        >>> run = tasks.run(task, tasks.contenders(task)[0], 3)
+        >>> print(tasks.diverged_epoch(run))
+        None
+        >>> loss = np.array([18.7, 3e20, np.inf, np.nan])
+        >>> tasks.diverged_epoch(run._replace(train_loss=loss))
+        2
+    """
+    bad = np.flatnonzero(~np.isfinite(run.train_loss))
+    return int(bad[0]) if bad.size else None

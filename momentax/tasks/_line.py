@@ -43,6 +43,8 @@ class LineTask(NamedTuple):
         test: The held-out points, or None when the task has no test split.
         true_params: The ``{"k", "b"}`` the data was generated from.
         reference: The settings of the write-up the task comes from.
+        write_up: The title of that write-up (:data:`BLOG_TITLE` or
+            :data:`NOTEBOOK_TITLE`), or ``""`` for a task of no write-up.
     """
 
     name: str
@@ -50,13 +52,27 @@ class LineTask(NamedTuple):
     test: Batch | None
     true_params: dict[str, float]
     reference: Reference
+    write_up: str = ""
+
+
+BLOG_TITLE = "Gradient Descent: Exploring Momentum"
+"""The title of the blog post the noisy task comes from."""
+
+NOTEBOOK_TITLE = "SGD with Momentum (From Scratch)"
+"""The title of the notebook the tiny task comes from."""
 
 
 NOISY_REFERENCE = Reference(epochs=450, learning_rate=0.01, momentum=0.93)
-"""The blog post's settings: 450 full-batch epochs, lr 0.01, momentum 0.93."""
+"""The settings of "Gradient Descent: Exploring Momentum".
+
+450 full-batch epochs, learning rate 0.01, momentum 0.93.
+"""
 
 TINY_REFERENCE = Reference(epochs=20, learning_rate=0.1, momentum=0.9)
-"""The notebook's settings: 20 full-batch epochs, lr 0.1, momentum 0.9."""
+"""The settings of "SGD with Momentum (From Scratch)".
+
+20 full-batch epochs, learning rate 0.1, momentum 0.9.
+"""
 
 
 def _finite(name: str, value: Any) -> float:
@@ -85,16 +101,18 @@ def noisy_line(
     test_fraction: float = 0.2,
     dtype: Any = jnp.float32,
 ) -> LineTask:
-    r"""Returns the blog post's task: a line with Gaussian noise, split in two.
+    r"""Returns the task of the blog post "Gradient Descent: Exploring Momentum".
+
+    A line with Gaussian noise, split into training and test points.
 
     Draws :math:`x_i \sim U(\text{x\_range})` and
     :math:`y_i = \text{slope} \cdot x_i + \text{intercept} + \varepsilon_i`,
     :math:`\varepsilon_i \sim N(\text{noise\_mean}, \text{noise\_std}^2)`, with
     NumPy's PCG64 generator seeded by ``seed``, so the data is the same on every
     machine and backend. The last ``round(num_points * test_fraction)`` points are
-    the test split. The post gives the noise (mean 0, std 1) but not its line,
-    sizes or x range; the defaults here were chosen so that the post's settings
-    (:data:`NOISY_REFERENCE`) show what the post describes, and so that the
+    the test split. The blog post gives the noise (mean 0, std 1) but not its
+    line, sizes or x range; the defaults here were chosen so that its settings
+    (:data:`NOISY_REFERENCE`) show what it describes, and so that the
     problem is ill-conditioned enough (condition number about 19) for momentum to
     matter.
 
@@ -158,11 +176,14 @@ def noisy_line(
         test=Batch(x[cut:], y[cut:]) if num_test else None,
         true_params={"k": slope, "b": intercept},
         reference=NOISY_REFERENCE,
+        write_up=BLOG_TITLE,
     )
 
 
 def tiny_line(dtype: Any = jnp.float32) -> LineTask:
-    """Returns the notebook's task: ``y = 2x`` at x = 1, 2, 3, with no test split.
+    """Returns the task of the notebook "SGD with Momentum (From Scratch)".
+
+    The points of ``y = 2x`` at x = 1, 2, 3, with no test split.
 
     Args:
         dtype: Floating dtype of the arrays.
@@ -182,6 +203,7 @@ def tiny_line(dtype: Any = jnp.float32) -> LineTask:
         test=None,
         true_params={"k": 2.0, "b": 0.0},
         reference=TINY_REFERENCE,
+        write_up=NOTEBOOK_TITLE,
     )
 
 
