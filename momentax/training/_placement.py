@@ -10,7 +10,6 @@ two together with ``jax.experimental.shard_alike``.
 """
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -40,16 +39,30 @@ def _abstract(path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
 
+def _replicated(sharding: Any) -> Any:
+    """The sharding that replicates a leaf over the devices of ``sharding``."""
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, _REPLICATED)
+    if len(sharding.device_set) == 1:
+        return sharding
+    raise ValueError(
+        f"params have a {type(sharding).__name__}; opt_state_sharding needs "
+        "NamedSharding (or single-device) params."
+    )
+
+
 def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) -> Any:
     """Returns the sharding of each leaf of ``optimizer.init(params)`` under jit.
 
     Works on abstract params too, so it gives the target of a restore or of
-    ``jax.jit(..., out_shardings=...)`` before any array exists; it does that by
-    compiling ``optimizer.init`` (zeros and counters: milliseconds) and reading
-    the shardings XLA assigns. For the momentax transformations each velocity
-    leaf has its param's sharding and the step count is replicated, whatever the
-    mesh's axis types. ``jax.eval_shape`` gives the same answer only on meshes
-    with ``Explicit`` axes: with ``Auto`` axes it leaves the sharding unset.
+    ``jax.jit(..., out_shardings=...)`` before any array exists. Every part of
+    the state that mirrors the params (a velocity, Adam's moments) is found by
+    ``optax.tree_map_params`` and gets its param's sharding, leaf by leaf; every
+    other leaf (a step count, an injected hyperparameter) is replicated. The
+    state's shapes come from ``jax.eval_shape``: nothing is compiled or cached,
+    and nothing is kept alive. (``eval_shape`` alone leaves the shardings unset
+    on meshes with ``Auto`` axes.) The momentax optimizers create and keep
+    their velocity with exactly these shardings.
 
     Args:
         optimizer: Any Optax ``GradientTransformation``.
@@ -66,6 +79,7 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
     Examples:
         >>> import jax
         >>> import jax.numpy as jnp
+        >>> import optax
         >>> import momentax
         >>> from jax.sharding import NamedSharding, PartitionSpec as P
         >>> mesh = jax.make_mesh((1,), ("model",))
@@ -73,24 +87,31 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
         >>> params = {"w": jax.ShapeDtypeStruct((8,), jnp.float32, sharding=sharding)}
         >>> opt = momentax.momentum(0.1, 0.9)
         >>> state = momentax.training.opt_state_sharding(opt, params)
-        >>> state.velocity["w"].spec
+        >>> optax.tree.get(state, "velocity")["w"].spec
         P('model',)
     """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    abstract = tuple(_abstract(path, leaf) for path, leaf in leaves)
-    return _compiled_state_sharding(optimizer, treedef, abstract)
+    abstract = jax.tree_util.tree_map_with_path(_abstract, params)
+    shardings = [leaf.sharding for leaf in jax.tree.leaves(abstract)]
+    replicated = (
+        _replicated(shardings[0])
+        if shardings
+        else jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    )
 
+    def follow(leaf: Any, param: jax.ShapeDtypeStruct) -> Any:
+        # A params-shaped part of the state whose leaf is not param-shaped
+        # (a factored moment, say) cannot take the param's split.
+        same = tuple(leaf.shape) == tuple(param.shape)
+        return param.sharding if same else replicated
 
-@functools.lru_cache(maxsize=64)
-def _compiled_state_sharding(
-    optimizer: optax.GradientTransformation,
-    treedef: Any,
-    leaves: tuple[jax.ShapeDtypeStruct, ...],
-) -> Any:
-    """Cached on the (hashable) optimizer and abstract params: steps ask often."""
-    params = jax.tree.unflatten(treedef, leaves)
-    compiled = jax.jit(optimizer.init).trace(params).lower().compile()
-    return compiled.output_shardings
+    state = jax.eval_shape(optimizer.init, abstract)
+    return optax.tree_map_params(
+        optimizer,
+        follow,
+        state,
+        abstract,
+        transform_non_params=lambda leaf: replicated,
+    )
 
 
 def _leaf_name(what: str, path: Any) -> str:
