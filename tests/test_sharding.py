@@ -24,7 +24,7 @@ NUM_DEVICES = 8
 CPUS = jax.devices("cpu")
 pytestmark = pytest.mark.skipif(
     len(CPUS) < NUM_DEVICES,
-    reason="needs 8 CPU devices: run under tests/conftest.py, which sets XLA_FLAGS",
+    reason="needs 8 CPU devices: run under tests/conftest.py, which sets them",
 )
 AXIS_TYPES = {"auto": AxisType.Auto, "explicit": AxisType.Explicit}
 TASK = tasks.wide_regression(num_examples=64, num_features=32, num_outputs=8)

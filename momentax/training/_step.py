@@ -1,6 +1,5 @@
 """One training step: what it records, its checks, and ``make_train_step``."""
 
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
@@ -63,12 +62,18 @@ class StepInfo(NamedTuple):
         return velocity_of(self.opt_state)
 
 
+def _attribute(name: str) -> Metric:
+    # A function, not operator.attrgetter: fit's cache needs weak references.
+    def get(info: StepInfo) -> PyTree:
+        return getattr(info, name)
+
+    get.__name__ = get.__qualname__ = name
+    return get
+
+
 RECORDABLE: dict[str, Metric] = {
-    "loss": operator.attrgetter("loss"),
-    "params": operator.attrgetter("params"),
-    "grads": operator.attrgetter("grads"),
-    "updates": operator.attrgetter("updates"),
-    "velocity": operator.attrgetter("velocity"),
+    name: _attribute(name)
+    for name in ("loss", "params", "grads", "updates", "velocity")
 }
 """The built-in records: a name for each, and the function of :class:`StepInfo`
 it records (``"velocity"`` is the optimizer state's, after the step)."""
