@@ -1,10 +1,6 @@
 """``fit``: many training steps per compiled ``lax.scan`` call, failing safely."""
 
-import contextlib
-import inspect
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -12,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from momentax import hyperparams as hp
+from momentax.training import _failsafe as failsafe
 from momentax.training import _step as s
 from momentax.training._cache import WeakCache
 from momentax.training._placement import Placement
@@ -103,76 +100,11 @@ def _num_batches(data: PyTree) -> int:
     return sizes.pop()
 
 
-def _check_callback(callback: Any) -> None:
-    if callback is None:
-        return
-    if not callable(callback):
-        raise TypeError(
-            f"callback must be a function (steps_done, num_steps); got {callback!r}."
-        )
-    try:
-        signature = inspect.signature(callback)
-    except (TypeError, ValueError):  # Some builtins have none: call and see.
-        return
-    try:
-        signature.bind(0, 0)
-    except TypeError:
-        raise TypeError(
-            "callback must accept two positional arguments (steps_done, "
-            f"num_steps); {callback!r} has the signature {signature}."
-        ) from None
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Holds back Ctrl-C from a call until its outputs are assigned.
-
-    A ``KeyboardInterrupt`` between a donating call's return and the assignment
-    of its outputs would drop both the donated inputs and the outputs.
-    """
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, _: caught.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
 def _join(chunks: list[dict[str, PyTree]]) -> dict[str, PyTree]:
     if len(chunks) <= 1:
         return chunks[0] if chunks else {}
     joined: dict[str, PyTree] = jax.tree.map(lambda *xs: jnp.concatenate(xs), *chunks)
     return joined
-
-
-def _hand_over(error: BaseException, result: FitResult, done: int, total: int) -> None:
-    """Puts the completed steps' result on ``error`` and says so in its notes."""
-    try:
-        error.fit_result = result  # type: ignore[attr-defined]
-    except AttributeError:  # An exception type without a __dict__.
-        return
-    deleted = any(
-        isinstance(leaf, jax.Array) and leaf.is_deleted()
-        for leaf in jax.tree.leaves((result.params, result.opt_state))
-    )
-    error.add_note(
-        f"momentax.training.fit stopped after {done} of {total} steps; "
-        + (
-            "the failing call had already consumed the donated params and state."
-            if deleted
-            else "error.fit_result holds their params, opt_state, history and "
-            f"step ({result.step}): resume with fit(..., error.fit_result.params, "
-            "opt_state=error.fit_result.opt_state, "
-            "start_step=error.fit_result.step)."
-        )
-    )
 
 
 def fit(
@@ -276,7 +208,7 @@ def fit(
     """
     s.check_training(loss_fn, optimizer, placement)
     pairs = s.recorders(record)
-    _check_callback(callback)
+    failsafe.check_callback(callback)
     if not isinstance(stacked, bool):
         raise TypeError(f"stacked must be True or False; got {stacked!r}.")
     num_batches = _num_batches(data) if stacked else None
@@ -312,7 +244,7 @@ def fit(
             index = jnp.int32(
                 0 if num_batches is None else (start_step + done) % num_batches
             )
-            with _sigint_deferred():
+            with failsafe.sigint_deferred():
                 params, opt_state, history = loop(
                     objects,
                     params,
@@ -329,6 +261,6 @@ def fit(
                 callback(done, num_steps)
     except BaseException as error:
         partial = FitResult(params, opt_state, _join(chunks), start_step + done)
-        _hand_over(error, partial, done, num_steps)
+        failsafe.hand_over(error, partial, done, num_steps)
         raise
     return FitResult(params, opt_state, _join(chunks), start_step + num_steps)

@@ -10,23 +10,22 @@ two together with ``jax.experimental.shard_alike``.
 """
 
 import dataclasses
-import math
-from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any
 
 import jax
-import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-PyTree = Any
-SpecRule: TypeAlias = (
-    PartitionSpec | Callable[[jax.ShapeDtypeStruct], PartitionSpec] | PyTree
+from momentax.training._specs import (
+    REPLICATED,
+    SpecRule,
+    check_axis,
+    largest_divisible_dim,
+    put,
 )
-"""A ``PartitionSpec`` for every leaf, a function from a leaf's shape and dtype
-to its spec, or a pytree prefix of specs (``None`` meaning replicated)."""
+from momentax.training._specs import specs as specs_of
 
-_REPLICATED = PartitionSpec()
+PyTree = Any
 
 
 def _abstract(path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
@@ -42,7 +41,7 @@ def _abstract(path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
 def _replicated(sharding: Any) -> Any:
     """The sharding that replicates a leaf over the devices of ``sharding``."""
     if isinstance(sharding, NamedSharding):
-        return NamedSharding(sharding.mesh, _REPLICATED)
+        return NamedSharding(sharding.mesh, REPLICATED)
     if len(sharding.device_set) == 1:
         return sharding
     raise ValueError(
@@ -114,119 +113,6 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
     )
 
 
-def _leaf_name(what: str, path: Any) -> str:
-    return f"{what}{jax.tree_util.keystr(path)}"
-
-
-def _check_spec(mesh: Mesh, spec: Any, leaf: Any, name: str) -> PartitionSpec:
-    """Validates one leaf's spec against the mesh and the leaf's shape."""
-    if spec is None:
-        spec = PartitionSpec()
-    if not isinstance(spec, PartitionSpec):
-        raise TypeError(f"the spec for {name} must be a PartitionSpec; got {spec!r}.")
-    shape = tuple(leaf.shape)
-    if len(spec) > len(shape):
-        raise ValueError(
-            f"the spec {spec} for {name} names {len(spec)} dimensions, but it has "
-            f"shape {shape}."
-        )
-    for dim, axes in enumerate(spec):
-        names = () if axes is None else (axes,) if isinstance(axes, str) else axes
-        unknown = [axis for axis in names if axis not in mesh.shape]
-        if unknown:
-            raise ValueError(
-                f"the spec {spec} for {name} uses mesh axes {unknown}; the mesh "
-                f"has {list(mesh.axis_names)}."
-            )
-        split = math.prod(mesh.shape[axis] for axis in names)
-        if shape[dim] % split:
-            raise ValueError(
-                f"the spec {spec} for {name} splits dimension {dim} of size "
-                f"{shape[dim]} into {split} shards; the size must be divisible."
-            )
-    return spec
-
-
-def _specs(mesh: Mesh, rule: SpecRule, tree: PyTree, what: str) -> PyTree:
-    """The validated ``PartitionSpec`` of each leaf of ``tree`` under ``rule``."""
-    if isinstance(rule, PartitionSpec) or rule is None or callable(rule):
-        spec_of = rule if callable(rule) else lambda _: rule
-        return jax.tree_util.tree_map_with_path(
-            lambda path, leaf: _check_spec(
-                mesh,
-                spec_of(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)),
-                leaf,
-                _leaf_name(what, path),
-            ),
-            tree,
-        )
-
-    def is_spec(x: Any) -> bool:
-        return x is None or isinstance(x, PartitionSpec)
-
-    try:  # Pair each spec with its subtree: only the structure can fail here.
-        pairs = jax.tree.map(lambda spec, sub: (spec, sub), rule, tree, is_leaf=is_spec)
-    except ValueError as error:
-        raise ValueError(
-            f"the specs for {what} must be a PartitionSpec, a function of a "
-            f"leaf, or a pytree prefix of {what} with PartitionSpec leaves: {error}"
-        ) from None
-    return jax.tree_util.tree_map_with_path(
-        lambda path, pair: jax.tree_util.tree_map_with_path(
-            lambda inner, leaf: _check_spec(
-                mesh, pair[0], leaf, _leaf_name(what, (*path, *inner))
-            ),
-            pair[1],
-        ),
-        pairs,
-        is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2 and is_spec(x[0]),
-    )
-
-
-def largest_divisible_dim(axis_size: int, axis: str) -> Callable[..., PartitionSpec]:
-    """Returns a spec rule that splits each leaf's largest divisible dimension."""
-
-    def rule(leaf: jax.ShapeDtypeStruct) -> PartitionSpec:
-        dims = [d for d, size in enumerate(leaf.shape) if size % axis_size == 0]
-        if not dims:
-            return PartitionSpec()
-        dim = max(dims, key=lambda d: leaf.shape[d])
-        return PartitionSpec(*([None] * dim), axis)
-
-    return rule
-
-
-def _put(tree: PyTree, shardings: PyTree) -> PyTree:
-    """``jax.device_put``, also onto devices of other processes.
-
-    ``device_put`` can only write to this process's devices; for a sharding
-    that spans processes each process builds its own shards from its copy.
-    """
-
-    def put(x: Any, sharding: NamedSharding) -> Any:
-        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
-            return x
-        if sharding.is_fully_addressable or (
-            isinstance(x, jax.Array) and not x.is_fully_addressable
-        ):
-            return jax.device_put(x, sharding)
-        host = np.asarray(x)
-        return jax.make_array_from_callback(
-            host.shape, sharding, lambda index: host[index]
-        )
-
-    return jax.tree.map(put, tree, shardings)
-
-
-def _check_axis(mesh: Mesh, axis: Any, argument: str) -> str:
-    if not isinstance(axis, str) or axis not in mesh.shape:
-        raise ValueError(
-            f"{argument} must name an axis of the mesh, one of "
-            f"{list(mesh.axis_names)}; got {axis!r}."
-        )
-    return axis
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Placement:
     r"""Says where params, optimizer state and batches live on a device mesh.
@@ -266,8 +152,8 @@ class Placement:
     """
 
     mesh: Mesh
-    params: SpecRule = _REPLICATED
-    batch: SpecRule = _REPLICATED
+    params: SpecRule = REPLICATED
+    batch: SpecRule = REPLICATED
 
     def __post_init__(self) -> None:
         if not isinstance(self.mesh, Mesh):
@@ -287,7 +173,7 @@ class Placement:
         Returns:
             The placement.
         """
-        axis = _check_axis(mesh, axis, "axis")
+        axis = check_axis(mesh, axis, "axis")
         return cls(mesh, params=PartitionSpec(), batch=PartitionSpec(axis))
 
     @classmethod
@@ -311,10 +197,10 @@ class Placement:
         Returns:
             The placement.
         """
-        axis = _check_axis(mesh, axis, "axis")
+        axis = check_axis(mesh, axis, "axis")
         batch = PartitionSpec()
         if batch_axis is not None:
-            batch = PartitionSpec(_check_axis(mesh, batch_axis, "batch_axis"))
+            batch = PartitionSpec(check_axis(mesh, batch_axis, "batch_axis"))
         rule = largest_divisible_dim(mesh.shape[axis], axis)
         return cls(mesh, params=rule, batch=batch)
 
@@ -325,7 +211,7 @@ class Placement:
             ValueError: If a spec names an axis the mesh lacks, more dimensions
                 than the leaf has, or does not divide a dimension.
         """
-        specs = _specs(self.mesh, self.params, params, "params")
+        specs = specs_of(self.mesh, self.params, params, "params")
         return jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs)
 
     def batch_sharding(self, batch: PyTree, *, stacked: bool = False) -> PyTree:
@@ -334,8 +220,8 @@ class Placement:
         Args:
             batch: One batch (arrays or ``jax.ShapeDtypeStruct``).
             stacked: Whether ``batch`` is a stack of batches along a new leading
-                axis (as :func:`momentax.training.fit` takes with ``batches=``); that
-                axis is never split.
+                axis (as :func:`momentax.training.fit` takes with
+                ``stacked=True``); that axis is never split.
 
         Returns:
             A pytree of ``NamedSharding`` with the structure of ``batch``.
@@ -345,7 +231,7 @@ class Placement:
             one = jax.tree.map(
                 lambda b: jax.ShapeDtypeStruct(b.shape[1:], b.dtype), batch
             )
-        specs = _specs(self.mesh, self.batch, one, "batch")
+        specs = specs_of(self.mesh, self.batch, one, "batch")
         lead = (None,) if stacked else ()
         return jax.tree.map(
             lambda spec: NamedSharding(self.mesh, PartitionSpec(*lead, *spec)), specs
@@ -370,7 +256,7 @@ class Placement:
         With several processes, a leaf that is not yet a global array must hold
         the same values in every process (each keeps the shards of its devices).
         """
-        return _put(params, self.param_sharding(params))
+        return put(params, self.param_sharding(params))
 
     def put_batch(self, batch: PyTree, *, stacked: bool = False) -> PyTree:
         """Returns a batch (or a stack of them) placed on the mesh.
@@ -378,7 +264,7 @@ class Placement:
         With several processes, pass the whole batch in every process: each
         keeps the examples of its own devices.
         """
-        return _put(batch, self.batch_sharding(batch, stacked=stacked))
+        return put(batch, self.batch_sharding(batch, stacked=stacked))
 
     def init(self, optimizer: optax.GradientTransformation, params: PyTree) -> Any:
         """Returns ``optimizer.init(params)`` created in place on the mesh.
@@ -394,7 +280,7 @@ class Placement:
         self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
     ) -> Any:
         """Returns an existing optimizer state placed like ``init`` would place it."""
-        return _put(opt_state, self.state_sharding(optimizer, params))
+        return put(opt_state, self.state_sharding(optimizer, params))
 
     def constrain(
         self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
