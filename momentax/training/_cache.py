@@ -10,7 +10,7 @@ as soon as any of them is garbage collected.
 
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,14 +49,16 @@ class WeakCache(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, objects: tuple[Any, ...], build: Callable[[], T]) -> T:
-        """Returns the value for ``objects``, built on first use.
+    def get(
+        self, objects: tuple[Any, ...], build: Callable[[], T], values: Hashable = ()
+    ) -> T:
+        """Returns the value for ``objects`` (and ``values``), built on first use.
 
         ``build`` must not keep references to ``objects`` in what it returns
         (that would keep them alive). Objects that admit no weak reference get a
-        fresh, uncached value.
+        fresh, uncached value. ``values`` is compared by value and kept.
         """
-        key: list[Any] = []
+        key: list[Any] = [values]
         alive: list[Any] = []
         try:
             _atoms(objects, key, alive)

@@ -224,13 +224,18 @@ def fit(
     per_call = num_steps
     if steps_per_call is not None:
         per_call = hp.check_integer("steps_per_call", steps_per_call, low=1)
+    names = [name for name, _ in pairs]
+    created = opt_state is None
+    if not created:  # Before placing it, which reads its structure.
+        s.check_state(optimizer, params, opt_state, names)
     if placement is not None:
         params, opt_state, data = s.place(
             placement, optimizer, params, opt_state, data, stacked=stacked
         )
-    elif opt_state is None:
+    elif created:
         opt_state = optimizer.init(params)
-    s.check_state(optimizer, params, opt_state, [name for name, _ in pairs])
+    if created:  # For the records it must hold (a velocity).
+        s.check_state(optimizer, params, opt_state, names)
     if donate and s.shared_buffers((params, opt_state)):
         raise ValueError(s.TIED)
 

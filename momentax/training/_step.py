@@ -4,8 +4,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from momentax.training._cache import WeakCache
 from momentax.training._packing import unpacked
 from momentax.training._placement import Placement
 
@@ -130,6 +132,10 @@ def check_training(loss_fn: Any, optimizer: Any, placement: Any) -> None:
         )
 
 
+# Tracing init costs more than a step's dispatch: once per optimizer and params.
+_EXPECTED: WeakCache[PyTree] = WeakCache()
+
+
 def check_state(
     optimizer: optax.GradientTransformation,
     params: PyTree,
@@ -141,7 +147,14 @@ def check_state(
     Works on arrays and tracers alike (it only reads shapes), so the train step
     runs it while tracing: free on every later call.
     """
-    expected = jax.eval_shape(optimizer.init, params)
+    leaves, treedef = jax.tree.flatten(params)
+    avals = tuple(
+        (jnp.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x))
+        for x in leaves
+    )
+    expected = _EXPECTED.get(
+        (optimizer,), lambda: jax.eval_shape(optimizer.init, params), (treedef, avals)
+    )
     if opt_state is None:
         raise TypeError(
             "opt_state is None; create it with optimizer.init(params) (or "
@@ -160,9 +173,9 @@ def check_state(
         jax.tree.leaves(opt_state),
         strict=True,
     ):
-        if tuple(a.shape) != tuple(jax.numpy.shape(b)):
+        if tuple(a.shape) != tuple(jnp.shape(b)):
             raise ValueError(
-                f"opt_state{path} has shape {jax.numpy.shape(b)}; optimizer.init("
+                f"opt_state{path} has shape {jnp.shape(b)}; optimizer.init("
                 f"params) gives {a.shape}: the state belongs to other params."
             )
     if "velocity" in names:

@@ -101,10 +101,11 @@ def make_train_step(
     jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
 
     def prepare(params: PyTree, opt_state: PyTree, batch: PyTree) -> tuple[Any, ...]:
-        if opt_state is None:  # Before placement.put_state reads its structure.
-            s.check_state(optimizer, params, opt_state, names)
         if placement is None:
             return params, opt_state, batch
+        # Before placement.put_state reads its structure (each call: placing
+        # costs as much).
+        s.check_state(optimizer, params, opt_state, names)
         return s.place(placement, optimizer, params, opt_state, batch, stacked=False)
 
     @functools.wraps(step)
