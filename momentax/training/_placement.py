@@ -16,6 +16,7 @@ import jax
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from momentax.training._cache import WeakCache
 from momentax.training._specs import (
     REPLICATED,
     SpecRule,
@@ -58,10 +59,10 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
     the state that mirrors the params (a velocity, Adam's moments) is found by
     ``optax.tree_map_params`` and gets its param's sharding, leaf by leaf; every
     other leaf (a step count, an injected hyperparameter) is replicated. The
-    state's shapes come from ``jax.eval_shape``: nothing is compiled or cached,
-    and nothing is kept alive. (``eval_shape`` alone leaves the shardings unset
-    on meshes with ``Auto`` axes.) The momentax optimizers create and keep
-    their velocity with exactly these shardings.
+    state's shapes come from ``jax.eval_shape``: nothing is compiled, and the
+    answers are cached only as long as the optimizer lives. (``eval_shape``
+    alone leaves the shardings unset on meshes with ``Auto`` axes.) The
+    momentax optimizers create and keep their velocity with these shardings.
 
     Args:
         optimizer: Any Optax ``GradientTransformation``.
@@ -90,6 +91,21 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
         P('model',)
     """
     abstract = jax.tree_util.tree_map_with_path(_abstract, params)
+    leaves, treedef = jax.tree.flatten(abstract)
+    shared = _SHARDINGS.get(
+        (optimizer,),
+        lambda: _state_sharding(optimizer, abstract),
+        (treedef, tuple(leaves)),
+    )
+    return jax.tree.map(lambda sharding: sharding, shared)  # The caller's own copy.
+
+
+# A placed train step asks on every call; tracing init each time would cost
+# more than the step's dispatch. Held weakly: a dropped optimizer is freed.
+_SHARDINGS: WeakCache[Any] = WeakCache()
+
+
+def _state_sharding(optimizer: optax.GradientTransformation, abstract: PyTree) -> Any:
     shardings = [leaf.sharding for leaf in jax.tree.leaves(abstract)]
     replicated = (
         _replicated(shardings[0])
