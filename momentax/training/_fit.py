@@ -1,5 +1,6 @@
 """``fit``: many training steps per compiled ``lax.scan`` call, failing safely."""
 
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -39,7 +40,7 @@ class _Loop:
     """One compiled scan; sees the user's objects only while it is called."""
 
     def __init__(self, donate: bool):
-        self._objects: tuple[Any, ...] | None = None
+        self._local = threading.local()  # Two threads may trace at once.
         self._jitted = jax.jit(
             self._scan,
             static_argnames=("length", "num_batches"),
@@ -56,8 +57,8 @@ class _Loop:
         length: int,
         num_batches: int | None,
     ) -> tuple[PyTree, PyTree, dict[str, PyTree]]:
-        assert self._objects is not None  # Set by __call__ around the trace.
-        loss_fn, optimizer, pairs, placement = self._objects
+        # Set by __call__ around the call, the only time a trace happens.
+        loss_fn, optimizer, pairs, placement = self._local.objects
 
         def body(carry: tuple[PyTree, PyTree, jax.Array], _: None) -> Any:
             params, opt_state, index = carry
@@ -77,11 +78,11 @@ class _Loop:
         return params, opt_state, history
 
     def __call__(self, objects: tuple[Any, ...], *args: Any, **kwargs: Any) -> Any:
-        self._objects = objects
+        self._local.objects = objects
         try:
             return self._jitted(*args, **kwargs)
         finally:
-            self._objects = None
+            del self._local.objects
 
 
 _LOOPS: dict[bool, WeakCache[_Loop]] = {True: WeakCache(), False: WeakCache()}
