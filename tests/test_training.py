@@ -220,6 +220,11 @@ class RecordTest(parameterized.TestCase):
             result.opt_state[0].trace,
         )
 
+    def test_two_velocities_are_refused_by_name(self):
+        opt = optax.chain(momentax.scale_by_momentum(0.9), momentax.momentum(0.1))
+        with pytest.raises(ValueError, match=r"ambiguous: .* holds 2 'velocity'"):
+            fit_noisy(opt, 2, record=("velocity",))
+
     def test_velocity_is_not_confused_by_a_param_named_velocity(self):
         # optax.tree.get alone would also match the params' dict key.
         def loss_fn(params, batch):

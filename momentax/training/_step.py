@@ -1,4 +1,4 @@
-"""One training step: what it records, its checks, and ``make_train_step``."""
+"""One training step: what it records and what it checks first."""
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeAlias
@@ -18,8 +18,6 @@ Record: TypeAlias = Sequence[str] | Mapping[str, Metric]
 """What to record per step: built-in names, or a dict from name to function."""
 Recorders = tuple[tuple[str, Metric], ...]
 
-_MISSING = object()
-
 
 def _is_field(path: tuple[Any, ...], _: Any) -> bool:
     # A NamedTuple field, not a dict key: params may have a leaf named "velocity".
@@ -29,9 +27,17 @@ def _is_field(path: tuple[Any, ...], _: Any) -> bool:
 def velocity_of(opt_state: PyTree) -> PyTree:
     """The velocity in ``opt_state``: a ``velocity`` field, or optax's ``trace``."""
     for field in ("velocity", "trace"):
-        found = optax.tree.get(opt_state, field, _MISSING, filtering=_is_field)
-        if found is not _MISSING:
-            return found
+        found = optax.tree_utils.tree_get_all_with_path(
+            opt_state, field, filtering=_is_field
+        )
+        if len(found) > 1:
+            raise ValueError(
+                f"record 'velocity' is ambiguous: the optimizer state holds "
+                f"{len(found)} '{field}' fields; record the one you mean with a "
+                "function of StepInfo."
+            )
+        if found:
+            return found[0][1]
     raise ValueError(
         "record 'velocity' needs an optimizer state with a 'velocity' field (the "
         "momentax optimizers) or a 'trace' field (optax.sgd with momentum); this "
