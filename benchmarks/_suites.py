@@ -221,8 +221,8 @@ def regression(settings: Settings, *, torch: Any | None, log: Log) -> dict[str, 
             state = optimizer.init(params)
             losses = []
             for _ in range(epochs):
-                params, state, loss = step(params, state, task.train)
-                losses.append(loss)
+                params, state, records = step(params, state, task.train)
+                losses.append(records["loss"])
             return _line_params(params)
 
         return train

@@ -62,6 +62,8 @@ def train(placement=None):
 def worker(args):
     import jax
 
+    # One CPU device per process, whatever XLA_FLAGS the launcher inherited.
+    jax.config.update("jax_num_cpu_devices", 1)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=f"127.0.0.1:{args.port}",
@@ -108,13 +110,6 @@ def launch(args):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     port = args.port or free_port()
-    env = dict(os.environ)
-    # One CPU device per process, whatever the parent was given.
-    env["XLA_FLAGS"] = " ".join(
-        flag
-        for flag in env.get("XLA_FLAGS", "").split()
-        if not flag.startswith("--xla_force_host_platform_device_count")
-    )
     workers = [
         subprocess.Popen(
             [
@@ -133,7 +128,6 @@ def launch(args):
                 "--timeout",
                 str(args.timeout),
             ],
-            env=env,
             start_new_session=True,  # its own process group, to kill it whole
         )
         for i in range(args.num_processes)

@@ -8,8 +8,7 @@ noisy points in minibatches of 64, twice:
    progress callback and a per-step history of the loss and of the velocity of the
    last layer;
 2. with ``momentax.training.make_train_step``: the path to take when batches come
-   from
-   Python (a data loader): one donated, jitted call per step.
+   from Python (a data loader): one donated, jitted call per step.
 
 Both runs use the same steps in the same order, so they end at the same params.
 """
@@ -22,6 +21,7 @@ import numpy as np
 
 import momentax
 import momentax.training
+from momentax.training import RECORDABLE
 
 BATCH, NUM_BATCHES, EPOCHS = 64, 8, 100
 
@@ -56,6 +56,11 @@ def data(seed=0):
     return jnp.asarray(x), jnp.asarray(y)
 
 
+def last_velocity(info):
+    """The velocity of the last layer after a step (a record of fit)."""
+    return info.velocity[-1]
+
+
 def main():
     batches = data()
     optimizer = momentax.momentum(0.05, momentum=0.9, nesterov=True)
@@ -65,13 +70,11 @@ def main():
         loss_fn,
         optimizer,
         init_mlp(jax.random.key(0)),
-        batches=batches,
+        batches,
+        stacked=True,
         num_steps=EPOCHS * NUM_BATCHES,
         steps_per_call=200,
-        record=("loss",),
-        metrics={
-            "last_velocity": lambda s: momentax.training.get_velocity(s.opt_state)[-1]
-        },
+        record={"loss": RECORDABLE["loss"], "last_velocity": last_velocity},
         callback=lambda done, total: print(f"fit: {done}/{total} steps"),
     )
     losses = result.history["loss"].reshape(EPOCHS, NUM_BATCHES).mean(axis=1)
@@ -86,7 +89,7 @@ def main():
     for _ in range(EPOCHS):
         for i in range(NUM_BATCHES):
             batch = (batches[0][i], batches[1][i])
-            params, state, loss = step(params, state, batch)
+            params, state, records = step(params, state, batch)
     gap = max(
         float(jnp.max(jnp.abs(a - b)))
         for a, b in zip(
@@ -94,7 +97,8 @@ def main():
         )
     )
     print(
-        f"train step: last loss {loss:.4f}; largest param difference to fit {gap:.1e}"
+        f"train step: last loss {records['loss']:.4f}; "
+        f"largest param difference to fit {gap:.1e}"
     )
 
 

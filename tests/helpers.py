@@ -165,16 +165,10 @@ def reference_momentum(
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python: this one, minus the simulated devices.
+    """The environment for a child Python: this one, plus ``extra``.
 
-    ``tests/conftest.py`` gives this session 8 CPU devices through ``XLA_FLAGS``;
-    a child process (a benchmark, a worker of a multi-process run) should see
-    the machine as a user would.
+    ``tests/conftest.py`` gives this process 8 CPU devices through
+    ``jax.config``, not the environment, so a child process (a benchmark, a
+    worker of a multi-process run) sees the machine as a user would.
     """
-    flags = [
-        flag
-        for flag in os.environ.get("XLA_FLAGS", "").split()
-        if not flag.startswith("--xla_force_host_platform_device_count")
-    ]
-    env = {**os.environ, "XLA_FLAGS": " ".join(flags), **extra}
-    return env
+    return {**os.environ, **extra}

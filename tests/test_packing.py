@@ -21,6 +21,12 @@ def mixed_params():
     return params
 
 
+def velocity(state):
+    """The momentax velocity, or the trace of optax.sgd."""
+    found = optax.tree.get(state, "velocity")
+    return optax.tree.get(state, "trace") if found is None else found
+
+
 def mlp_loss(params, batch):
     """A two-layer model over many leaves; the loss sees the unpacked tree."""
     assert isinstance(params, dict), type(params)
@@ -118,8 +124,8 @@ def test_optimizer_on_packed_params_matches_the_tree(opt):
     tol = TOL[jnp.dtype("float32")]
     chex.assert_trees_all_close(packed_params.unpack(), expected_params, **tol)
     chex.assert_trees_all_close(
-        momentax.training.get_velocity(packed_state).unpack(),
-        momentax.training.get_velocity(expected_state),
+        velocity(packed_state).unpack(),
+        velocity(expected_state),
         **tol,
     )
 
@@ -132,9 +138,9 @@ def test_train_step_and_fit_on_packed_params_match_the_tree():
     packed = momentax.training.pack(params)
     packed_state = opt.init(packed)
     for _ in range(5):
-        tree, tree_state, tree_loss = step(tree, tree_state, batch)
-        packed, packed_state, packed_loss = step(packed, packed_state, batch)
-        assert tree_loss == packed_loss
+        tree, tree_state, tree_out = step(tree, tree_state, batch)
+        packed, packed_state, packed_out = step(packed, packed_state, batch)
+        assert tree_out["loss"] == packed_out["loss"]
     chex.assert_trees_all_equal(packed.unpack(), tree)
 
     result = momentax.training.fit(
@@ -167,3 +173,14 @@ def test_packed_step_does_not_retrace_across_calls():
         packed, state = step(packed, state)
     # A fresh pack of the same tree has an equal layout: still no retrace.
     step(momentax.training.pack(params), state)
+
+
+def test_a_velocity_in_another_dtype_says_so():
+    params = {"w": jnp.ones((2, 3), jnp.bfloat16), "b": jnp.zeros(3, jnp.bfloat16)}
+    packed = momentax.training.pack(params)
+    opt = momentax.momentum(0.1, 0.9, accumulator_dtype=jnp.float32)
+    velocity = optax.tree.get(opt.init(packed), "velocity")
+    assert packed.dtypes == (np.dtype(jnp.bfloat16),)
+    assert velocity.dtypes == (np.dtype(jnp.float32),)
+    assert repr(velocity) == "Packed(2 leaves in float32[9])"
+    assert velocity.unpack()["w"].dtype == jnp.float32

@@ -5,7 +5,9 @@ abstractly), keep it through every step, never be gathered, and sharded
 training must give the params of single-device training.
 """
 
+import gc
 import re
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +26,15 @@ NUM_DEVICES = 8
 CPUS = jax.devices("cpu")
 pytestmark = pytest.mark.skipif(
     len(CPUS) < NUM_DEVICES,
-    reason="needs 8 CPU devices: run under tests/conftest.py, which sets XLA_FLAGS",
+    reason="needs 8 CPU devices: run under tests/conftest.py, which sets them",
 )
 AXIS_TYPES = {"auto": AxisType.Auto, "explicit": AxisType.Explicit}
 TASK = tasks.wide_regression(num_examples=64, num_features=32, num_outputs=8)
 NUM_STEPS = 150
+
+
+def velocity(state):
+    return optax.tree.get(state, "velocity")
 
 
 def make_mesh(shape, names, kind="auto"):
@@ -111,9 +117,35 @@ def test_init_gives_velocity_the_params_sharding(convention, kind, how):
             state = momentax.training.opt_state_sharding(opt, abstract)
             if kind == "explicit":  # eval_shape sees shardings on Explicit axes.
                 assert_same_sharding(
-                    jax.eval_shape(opt.init, abstract).velocity, params
+                    velocity(jax.eval_shape(opt.init, abstract)), params
                 )
-    assert_same_sharding(state.velocity, params)
+    assert_same_sharding(velocity(state), params)
+
+
+@pytest.mark.parametrize("kind", AXIS_TYPES)
+def test_state_sharding_follows_params_and_replicates_the_rest(kind):
+    params, mesh = sharded_params(kind)
+    opt = optax.chain(optax.scale_by_adam(), optax.scale_by_schedule(lambda n: 0.1))
+    shardings = momentax.training.opt_state_sharding(opt, params)
+    adam, schedule = shardings
+    assert_same_sharding(adam.mu, params)
+    assert_same_sharding(adam.nu, params)
+    for count in (adam.count, schedule.count):
+        assert count.is_equivalent_to(NamedSharding(mesh, P()), 0)
+
+
+def test_state_sharding_keeps_no_optimizer_alive():
+    # It used to compile init and keep 64 optimizers in an lru_cache.
+    params, _ = sharded_params("auto")
+
+    def shardings_once():
+        opt = momentax.momentum(0.1, 0.9)
+        momentax.training.opt_state_sharding(opt, params)
+        return weakref.ref(opt.init), weakref.ref(opt.update)
+
+    refs = shardings_once()
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
 
 
 def test_optax_jit_init_replicates_the_velocity():
@@ -134,7 +166,7 @@ def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, la
         tasks.linear_loss, opt, init_params(), data=TASK.train, num_steps=NUM_STEPS
     )
     state = placement.init(opt, init_params())
-    assert_same_sharding(state.velocity, placement.put_params(init_params()))
+    assert_same_sharding(velocity(state), placement.put_params(init_params()))
     result = momentax.training.fit(
         tasks.linear_loss,
         opt,
@@ -146,9 +178,7 @@ def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, la
         steps_per_call=NUM_STEPS // 3,
     )
     assert_same_sharding(result.params, placement.put_params(init_params()))
-    assert_same_sharding(
-        momentax.training.get_velocity(result.opt_state), result.params
-    )
+    assert_same_sharding(velocity(result.opt_state), result.params)
     if layout != "data_parallel":
         assert not result.params["w"].sharding.is_fully_replicated
     # The sharded loss sums in another order (per shard, then across shards):
@@ -172,7 +202,7 @@ def test_train_step_with_placement_matches_fit(convention):
     params, state = init_params(), placement.init(opt, init_params())
     for _ in range(20):
         params, state, _ = step(params, state, TASK.train)
-    assert_same_sharding(state.velocity, params)
+    assert_same_sharding(velocity(state), params)
     fitted = momentax.training.fit(
         tasks.linear_loss,
         opt,
@@ -243,9 +273,9 @@ def replicate_velocity_first(opt):
             lambda v: jax.lax.with_sharding_constraint(
                 v, NamedSharding(CONTROL_MESH, P())
             ),
-            state.velocity,
+            optax.tree.get(state, "velocity"),
         )
-        return opt.update(updates, state._replace(velocity=velocity), params)
+        return opt.update(updates, optax.tree.set(state, velocity=velocity), params)
 
     return optax.GradientTransformation(opt.init, update)
 
@@ -351,6 +381,6 @@ def test_packed_params_shard_as_flat_buffers():
         num_steps=10,
         placement=placement,
     )
-    assert_same_sharding(result.opt_state.velocity, result.params)
+    assert_same_sharding(velocity(result.opt_state), result.params)
     (buffer,) = result.params.buffers
     assert buffer.sharding.spec == P("model")

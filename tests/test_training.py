@@ -1,5 +1,8 @@
 """The training utilities: train step, lax.scan fit, records, donation, velocity."""
 
+import gc
+import weakref
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -50,15 +53,19 @@ def fit_noisy(opt, num_steps, **kwargs):
         tasks.mse_loss,
         opt,
         tasks.init_params(),
-        data=TASK.train,
+        TASK.train,
         num_steps=num_steps,
         **kwargs,
     )
 
 
-def minibatches():
-    """The noisy task's 80 training points as 4 stacked batches of 20."""
-    return jax.tree.map(lambda a: a.reshape(4, 20), TASK.train)
+def minibatches(count=4):
+    """The noisy task's 80 training points as ``count`` stacked batches."""
+    return jax.tree.map(lambda a: a.reshape(count, -1), TASK.train)
+
+
+def velocity(state):
+    return optax.tree.get(state, "velocity")
 
 
 class FitMatchesStepwiseTest(parameterized.TestCase):
@@ -83,7 +90,8 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
             tasks.mse_loss,
             opt,
             tasks.init_params(),
-            batches=minibatches(),
+            minibatches(),
+            stacked=True,
             num_steps=10,
             record=RECORD,
         )
@@ -96,7 +104,7 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
         # A run stopped after `start` steps and continued from start_step=start
         # is the uninterrupted run; continuing from step 0 would reuse batch 0.
         opt = momentax.momentum(0.05, momentum=0.9)
-        common = dict(batches=minibatches(), record=("loss",))
+        common = dict(data=minibatches(), stacked=True, record=("loss",))
         whole = momentax.training.fit(
             tasks.mse_loss, opt, tasks.init_params(), num_steps=start + 5, **common
         )
@@ -119,9 +127,14 @@ class FitMatchesStepwiseTest(parameterized.TestCase):
 
     def test_batches_default_to_one_pass(self):
         result = momentax.training.fit(
-            tasks.mse_loss, optax.sgd(0.01), tasks.init_params(), batches=minibatches()
+            tasks.mse_loss,
+            optax.sgd(0.01),
+            tasks.init_params(),
+            minibatches(),
+            stacked=True,
         )
         assert result.history["loss"].shape == (4,)
+        assert result.step == 4
 
     @parameterized.parameters(1, 7, 60)
     def test_steps_per_call_does_not_change_the_result(self, per_call):
@@ -158,7 +171,7 @@ class RecordTest(parameterized.TestCase):
             params = jax.tree.map(lambda h, t=t: h[t], result.history["params"])
             _, state = jax.jit(opt.update)(grads, state, params)
             recorded = jax.tree.map(lambda h, t=t: h[t], result.history["velocity"])
-            chex.assert_trees_all_equal(recorded, state.velocity)
+            chex.assert_trees_all_equal(recorded, velocity(state))
         chex.assert_trees_all_equal(state, result.opt_state)
 
     def test_plain_sgd_records_no_velocity(self):
@@ -173,8 +186,10 @@ class RecordTest(parameterized.TestCase):
         result = fit_noisy(
             momentax.momentum(0.01, momentum=0.9),
             20,
-            record=("params",),
-            metrics={"test_loss": lambda s: tasks.mse_loss(s.params, TASK.test)},
+            record={
+                "params": momentax.training.RECORDABLE["params"],
+                "test_loss": lambda s: tasks.mse_loss(s.params, TASK.test),
+            },
         )
         expected = jax.vmap(lambda k, b: tasks.mse_loss({"k": k, "b": b}, TASK.test))(
             result.history["params"]["k"], result.history["params"]["b"]
@@ -189,13 +204,53 @@ class RecordTest(parameterized.TestCase):
             _, _, out = step(tasks.init_params(), opt.init(params), TASK.train)
             assert set(out) == keys
 
-    def test_train_step_returns_the_loss_without_records(self):
+    def test_train_step_records_the_loss_by_default(self):
         opt = momentax.momentum(0.01, momentum=0.9)
         step = momentax.training.make_train_step(tasks.mse_loss, opt)
         params = tasks.init_params()
         expected = tasks.mse_loss(params, TASK.train)
-        _, _, loss = step(params, opt.init(params), TASK.train)
-        chex.assert_trees_all_close(loss, expected, **F32)
+        _, _, records = step(params, opt.init(params), TASK.train)
+        assert set(records) == {"loss"}
+        chex.assert_trees_all_close(records["loss"], expected, **F32)
+
+    def test_velocity_reads_optax_trace(self):
+        result = fit_noisy(optax.sgd(0.01, momentum=0.9), 3, record=("velocity",))
+        chex.assert_trees_all_equal(
+            jax.tree.map(lambda h: h[-1], result.history["velocity"]),
+            result.opt_state[0].trace,
+        )
+
+    def test_two_velocities_are_refused_by_name(self):
+        opt = optax.chain(momentax.scale_by_momentum(0.9), momentax.momentum(0.1))
+        with pytest.raises(ValueError, match=r"ambiguous: .* holds 2 'velocity'"):
+            fit_noisy(opt, 2, record=("velocity",))
+
+    def test_velocity_is_not_confused_by_a_param_named_velocity(self):
+        # optax.tree.get alone would also match the params' dict key.
+        def loss_fn(params, batch):
+            return tasks.mse_loss({"k": params["velocity"], "b": params["b"]}, batch)
+
+        params = {"velocity": jnp.array(0.0), "b": jnp.array(0.0)}
+        result = momentax.training.fit(
+            loss_fn,
+            optax.sgd(0.1, momentum=0.9),
+            params,
+            TASK.train,
+            num_steps=2,
+            record=("velocity",),
+        )
+        assert result.history["velocity"]["velocity"].shape == (2,)
+        assert set(result.history["velocity"]) == {"velocity", "b"}
+        with pytest.raises(ValueError, match="neither: drop 'velocity'"):
+            momentax.training.fit(
+                loss_fn,
+                optax.rmsprop(0.1),
+                result.params,
+                TASK.train,
+                num_steps=2,
+                record=("velocity",),
+            )
+        assert not result.params["b"].is_deleted()  # refused before donating
 
 
 class ReproducibilityAndDonationTest(parameterized.TestCase):
@@ -265,32 +320,81 @@ class ReproducibilityAndDonationTest(parameterized.TestCase):
         assert float(params["k"]) == 0.0
 
 
+def counting_loss(traces):
+    """The noisy task's MSE, appending to ``traces`` each time it is traced."""
+
+    def loss_fn(params, batch):
+        traces.append(1)  # runs only while tracing
+        return tasks.mse_loss(params, batch)
+
+    return loss_fn
+
+
 class CompilationTest(parameterized.TestCase):
     def test_fit_compiles_once_per_chunk_length(self):
         traces = []
-
-        def loss_fn(params, batch):
-            traces.append(1)  # runs only while tracing
-            return tasks.mse_loss(params, batch)
-
+        loss_fn = counting_loss(traces)
         opt = momentax.momentum(0.01, momentum=0.9)
-        momentax.training.fit(
-            loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10
-        )
-        momentax.training.fit(
-            loss_fn, opt, tasks.init_params(), data=TASK.train, num_steps=10
-        )
+        test_loss = {"test": lambda s: tasks.mse_loss(s.params, TASK.test)}
+        for _ in range(2):
+            momentax.training.fit(
+                loss_fn, opt, tasks.init_params(), TASK.train, num_steps=10
+            )
         assert len(traces) == 1
         # 25 steps in calls of 10: two full calls reuse one trace, the last 5 adds one.
         momentax.training.fit(
             loss_fn,
             opt,
             tasks.init_params(),
-            data=TASK.train,
+            TASK.train,
             num_steps=25,
             steps_per_call=10,
         )
         assert len(traces) == 2
+        # The same record functions: one more trace for the new records, then none.
+        for _ in range(2):
+            momentax.training.fit(
+                loss_fn,
+                opt,
+                tasks.init_params(),
+                TASK.train,
+                num_steps=10,
+                record=test_loss,
+            )
+        assert len(traces) == 3
+
+    def test_the_cache_does_not_keep_dropped_objects_alive(self):
+        def train_once():
+            loss_fn = counting_loss([])
+            opt = momentax.momentum(0.01, momentum=0.9)
+            test_loss = lambda s: tasks.mse_loss(s.params, TASK.test)  # noqa: E731
+            momentax.training.fit(
+                loss_fn,
+                opt,
+                tasks.init_params(),
+                TASK.train,
+                num_steps=3,
+                record={"test": test_loss},
+            )
+            # An optax optimizer is a NamedTuple (no weakrefs): watch its functions.
+            return [weakref.ref(x) for x in (loss_fn, opt.init, opt.update, test_loss)]
+
+        refs = train_once()
+        gc.collect()
+        assert [ref() for ref in refs] == [None] * len(refs)
+
+    def test_objects_without_weakrefs_still_train(self):
+        class Slotted:  # Neither hashable nor weakly referenceable.
+            __slots__ = ()
+            __hash__ = None
+
+            def __call__(self, params, batch):
+                return tasks.mse_loss(params, batch)
+
+        result = momentax.training.fit(
+            Slotted(), optax.sgd(0.1), tasks.init_params(), TASK.train, num_steps=3
+        )
+        assert result.history["loss"].shape == (3,)
 
     def test_callback_reports_progress_after_each_call(self):
         calls = []
@@ -301,129 +405,3 @@ class CompilationTest(parameterized.TestCase):
             callback=lambda done, total: calls.append((done, total)),
         )
         assert calls == [(10, 25), (20, 25), (25, 25)]
-
-
-class GetVelocityTest(parameterized.TestCase):
-    def test_finds_the_state_through_wrappers(self):
-        params = {"w": jnp.ones(3)}
-        opt = optax.MultiSteps(
-            optax.chain(
-                optax.clip_by_global_norm(1.0),
-                optax.inject_hyperparams(momentax.momentum)(
-                    learning_rate=0.1, momentum=0.9
-                ),
-            ),
-            every_k_schedule=2,
-        )
-        state = opt.init(params)
-        velocity = momentax.training.get_velocity(state)
-        assert velocity is state.inner_opt_state[1].inner_state.velocity
-
-    @parameterized.named_parameters(
-        ("masked", lambda opt: optax.masked(opt, {"w": True})),
-        ("apply_if_finite", lambda opt: optax.apply_if_finite(opt, 3)),
-    )
-    def test_finds_the_state_in_other_wrappers(self, wrap):
-        params = {"w": jnp.ones(3)}
-        state = wrap(momentax.momentum(0.1)).init(params)
-        velocity = momentax.training.get_velocity(state)
-        assert velocity is optax.tree_utils.tree_get(state, "velocity")
-
-    def test_reads_optax_trace(self):
-        state = optax.sgd(0.1, momentum=0.9).init({"w": jnp.ones(2)})
-        assert momentax.training.get_velocity(state) is state[0].trace
-
-    @parameterized.named_parameters(
-        ("none", optax.adam(0.1), "found 0"),
-        (
-            "two",
-            optax.chain(momentax.scale_by_momentum(0.9), momentax.momentum(0.1)),
-            "found 2",
-        ),
-    )
-    def test_needs_exactly_one(self, opt, message):
-        with pytest.raises(ValueError, match=message):
-            momentax.training.get_velocity(opt.init({"w": jnp.ones(2)}))
-
-
-class Unhashable:
-    __hash__ = None
-
-    def __call__(self, *args):
-        return 0.0
-
-
-class ValidationTest(parameterized.TestCase):
-    def fit(self, **overrides):
-        kwargs = dict(
-            loss_fn=tasks.mse_loss,
-            optimizer=momentax.momentum(0.1),
-            params=tasks.init_params(),
-            data=TASK.train,
-            num_steps=3,
-        )
-        kwargs.update(overrides)
-        return momentax.training.fit(**kwargs)
-
-    @parameterized.named_parameters(
-        ("unknown_record", {"record": ("loss", "hessian")}, ValueError, "'hessian'"),
-        ("record_string", {"record": "loss"}, TypeError, "sequence of names"),
-        ("metric_clash", {"metrics": {"loss": lambda s: s.loss}}, ValueError, "clash"),
-        ("metric_not_callable", {"metrics": {"x": 1.0}}, TypeError, r"metrics\['x'\]"),
-        ("both_data_and_batches", {"batches": TASK.train}, ValueError, "exactly one"),
-        ("neither", {"data": None}, ValueError, "exactly one"),
-        ("no_num_steps", {"num_steps": None}, ValueError, "num_steps"),
-        (
-            "zero_steps",
-            {"num_steps": 0},
-            ValueError,
-            "num_steps must be an integer >= 1",
-        ),
-        ("float_steps", {"num_steps": 2.0}, ValueError, "num_steps"),
-        ("bad_per_call", {"steps_per_call": -1}, ValueError, "steps_per_call"),
-        ("zero_per_call", {"steps_per_call": 0}, ValueError, "steps_per_call"),
-        ("bool_per_call", {"steps_per_call": True}, ValueError, "steps_per_call"),
-        ("repeated_record", {"record": ("loss", "loss")}, ValueError, "more than once"),
-        (
-            "unhashable_loss",
-            {"loss_fn": Unhashable()},
-            TypeError,
-            "loss_fn must be hashable",
-        ),
-        (
-            "unhashable_metric",
-            {"metrics": {"m": Unhashable()}},
-            TypeError,
-            r"metrics\['m'\] must be hashable",
-        ),
-        ("bad_loss", {"loss_fn": "mse"}, TypeError, "loss_fn"),
-        ("bad_optimizer", {"optimizer": optax.sgd}, TypeError, "optimizer"),
-        ("negative_start", {"start_step": -1}, ValueError, "start_step"),
-        ("float_start", {"start_step": 1.5}, ValueError, "start_step"),
-        ("bad_placement", {"placement": "data"}, TypeError, "placement must be"),
-    )
-    def test_rejects(self, overrides, error, message):
-        with pytest.raises(error, match=message):
-            self.fit(**overrides)
-
-    def test_accepts_numpy_integers(self):
-        result = self.fit(num_steps=np.int64(3), steps_per_call=np.int32(2))
-        assert result.history["loss"].shape == (3,)
-
-    def test_rejects_shared_buffers_when_donating(self):
-        tied = jnp.zeros(())
-        with pytest.raises(ValueError, match=r"share an array.*donate=False"):
-            self.fit(params={"k": tied, "b": tied})
-        result = self.fit(params={"k": tied, "b": tied}, donate=False)
-        assert np.isfinite(float(result.params["k"]))
-
-    def test_rejects_ragged_batches(self):
-        ragged = tasks.Batch(jnp.ones((4, 5)), jnp.ones((3, 5)))
-        with pytest.raises(ValueError, match=r"leading lengths \[3, 4\]"):
-            self.fit(data=None, batches=ragged)
-
-    def test_train_step_rejects_unknown_records(self):
-        with pytest.raises(ValueError, match="'velocities'"):
-            momentax.training.make_train_step(
-                tasks.mse_loss, optax.sgd(0.1), record=("velocities",)
-            )

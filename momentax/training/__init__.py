@@ -9,16 +9,15 @@ Built on the optimizer layer (:mod:`momentax`) and on nothing above it.
 
 from momentax.training._checkpoint import restore_checkpoint as restore_checkpoint
 from momentax.training._checkpoint import save_checkpoint as save_checkpoint
-from momentax.training._fit import RECORDABLE as RECORDABLE
 from momentax.training._fit import FitResult as FitResult
-from momentax.training._fit import StepInfo as StepInfo
 from momentax.training._fit import fit as fit
-from momentax.training._fit import get_velocity as get_velocity
-from momentax.training._fit import make_train_step as make_train_step
 from momentax.training._packing import Packed as Packed
 from momentax.training._packing import pack as pack
 from momentax.training._placement import Placement as Placement
 from momentax.training._placement import opt_state_sharding as opt_state_sharding
+from momentax.training._step import RECORDABLE as RECORDABLE
+from momentax.training._step import StepInfo as StepInfo
+from momentax.training._train_step import make_train_step as make_train_step
 
 __all__ = [
     "RECORDABLE",
@@ -27,7 +26,6 @@ __all__ = [
     "Placement",
     "StepInfo",
     "fit",
-    "get_velocity",
     "make_train_step",
     "opt_state_sharding",
     "pack",

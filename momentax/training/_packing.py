@@ -66,8 +66,16 @@ class Packed:
 
     @property
     def dtypes(self) -> tuple[np.dtype[Any], ...]:
-        """The dtype of each buffer."""
-        return self._layout.dtypes
+        """The dtype of each buffer, as it holds values now.
+
+        That is the packed leaves' dtype, except in a tree mapped from the
+        packed params to another dtype (a velocity kept in
+        ``accumulator_dtype``, say): then the buffers' own.
+        """
+        return tuple(
+            np.dtype(getattr(buffer, "dtype", dtype))
+            for dtype, buffer in zip(self._layout.dtypes, self.buffers, strict=True)
+        )
 
     @property
     def num_leaves(self) -> int:
@@ -89,7 +97,7 @@ class Packed:
     def __repr__(self) -> str:
         sizes = ", ".join(
             f"{dtype.name}[{_size(jnp.shape(buffer))}]"
-            for dtype, buffer in zip(self._layout.dtypes, self.buffers, strict=True)
+            for dtype, buffer in zip(self.dtypes, self.buffers, strict=True)
         )
         return f"Packed({self.num_leaves} leaves in {sizes})"
 
@@ -154,9 +162,11 @@ def pack(tree: PyTree) -> Packed:
     Trade-offs: packing and unpacking outside ``jax.jit`` copy every leaf;
     per-leaf hyperparameters and ``optax.masked`` see the buffers, not the
     leaves, so they cannot tell the leaves apart; all leaves of a dtype share
-    one device placement (do not pack sharded params); compilation is not
-    slower (the loss sees slices of the buffer, its gradient is written into
-    one buffer).
+    one device placement (do not pack sharded params); and compilation is
+    slower, not faster: a first ``fit`` of a loss summing over 1000 leaves of
+    3 floats took 20 s packed against 8 s unpacked (100 leaves: 1.2 s against
+    0.4 s; 2-core CPU), so pack to make each call cheaper, not to compile
+    sooner.
 
     Args:
         tree: A pytree of arrays (or numbers, converted with ``jnp.asarray``;

@@ -10,24 +10,23 @@ two together with ``jax.experimental.shard_alike``.
 """
 
 import dataclasses
-import functools
-import math
-from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any
 
 import jax
-import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-PyTree = Any
-SpecRule: TypeAlias = (
-    PartitionSpec | Callable[[jax.ShapeDtypeStruct], PartitionSpec] | PyTree
+from momentax.training._cache import WeakCache
+from momentax.training._specs import (
+    REPLICATED,
+    SpecRule,
+    check_axis,
+    largest_divisible_dim,
+    put,
 )
-"""A ``PartitionSpec`` for every leaf, a function from a leaf's shape and dtype
-to its spec, or a pytree prefix of specs (``None`` meaning replicated)."""
+from momentax.training._specs import specs as specs_of
 
-_REPLICATED = PartitionSpec()
+PyTree = Any
 
 
 def _abstract(path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
@@ -40,16 +39,30 @@ def _abstract(path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
 
+def _replicated(sharding: Any) -> Any:
+    """The sharding that replicates a leaf over the devices of ``sharding``."""
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, REPLICATED)
+    if len(sharding.device_set) == 1:
+        return sharding
+    raise ValueError(
+        f"params have a {type(sharding).__name__}; opt_state_sharding needs "
+        "NamedSharding (or single-device) params."
+    )
+
+
 def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) -> Any:
     """Returns the sharding of each leaf of ``optimizer.init(params)`` under jit.
 
     Works on abstract params too, so it gives the target of a restore or of
-    ``jax.jit(..., out_shardings=...)`` before any array exists; it does that by
-    compiling ``optimizer.init`` (zeros and counters: milliseconds) and reading
-    the shardings XLA assigns. For the momentax transformations each velocity
-    leaf has its param's sharding and the step count is replicated, whatever the
-    mesh's axis types. ``jax.eval_shape`` gives the same answer only on meshes
-    with ``Explicit`` axes: with ``Auto`` axes it leaves the sharding unset.
+    ``jax.jit(..., out_shardings=...)`` before any array exists. Every part of
+    the state that mirrors the params (a velocity, Adam's moments) is found by
+    ``optax.tree_map_params`` and gets its param's sharding, leaf by leaf; every
+    other leaf (a step count, an injected hyperparameter) is replicated. The
+    state's shapes come from ``jax.eval_shape``: nothing is compiled, and the
+    answers are cached only as long as the optimizer lives. (``eval_shape``
+    alone leaves the shardings unset on meshes with ``Auto`` axes.) The
+    momentax optimizers create and keep their velocity with these shardings.
 
     Args:
         optimizer: Any Optax ``GradientTransformation``.
@@ -66,6 +79,7 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
     Examples:
         >>> import jax
         >>> import jax.numpy as jnp
+        >>> import optax
         >>> import momentax
         >>> from jax.sharding import NamedSharding, PartitionSpec as P
         >>> mesh = jax.make_mesh((1,), ("model",))
@@ -73,137 +87,46 @@ def opt_state_sharding(optimizer: optax.GradientTransformation, params: PyTree) 
         >>> params = {"w": jax.ShapeDtypeStruct((8,), jnp.float32, sharding=sharding)}
         >>> opt = momentax.momentum(0.1, 0.9)
         >>> state = momentax.training.opt_state_sharding(opt, params)
-        >>> state.velocity["w"].spec
+        >>> optax.tree.get(state, "velocity")["w"].spec
         P('model',)
     """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    abstract = tuple(_abstract(path, leaf) for path, leaf in leaves)
-    return _compiled_state_sharding(optimizer, treedef, abstract)
+    abstract = jax.tree_util.tree_map_with_path(_abstract, params)
+    leaves, treedef = jax.tree.flatten(abstract)
+    shared = _SHARDINGS.get(
+        (optimizer,),
+        lambda: _state_sharding(optimizer, abstract),
+        (treedef, tuple(leaves)),
+    )
+    return jax.tree.map(lambda sharding: sharding, shared)  # The caller's own copy.
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled_state_sharding(
-    optimizer: optax.GradientTransformation,
-    treedef: Any,
-    leaves: tuple[jax.ShapeDtypeStruct, ...],
-) -> Any:
-    """Cached on the (hashable) optimizer and abstract params: steps ask often."""
-    params = jax.tree.unflatten(treedef, leaves)
-    compiled = jax.jit(optimizer.init).trace(params).lower().compile()
-    return compiled.output_shardings
+# A placed train step asks on every call; tracing init each time would cost
+# more than the step's dispatch. Held weakly: a dropped optimizer is freed.
+_SHARDINGS: WeakCache[Any] = WeakCache()
 
 
-def _leaf_name(what: str, path: Any) -> str:
-    return f"{what}{jax.tree_util.keystr(path)}"
-
-
-def _check_spec(mesh: Mesh, spec: Any, leaf: Any, name: str) -> PartitionSpec:
-    """Validates one leaf's spec against the mesh and the leaf's shape."""
-    if spec is None:
-        spec = PartitionSpec()
-    if not isinstance(spec, PartitionSpec):
-        raise TypeError(f"the spec for {name} must be a PartitionSpec; got {spec!r}.")
-    shape = tuple(leaf.shape)
-    if len(spec) > len(shape):
-        raise ValueError(
-            f"the spec {spec} for {name} names {len(spec)} dimensions, but it has "
-            f"shape {shape}."
-        )
-    for dim, axes in enumerate(spec):
-        names = () if axes is None else (axes,) if isinstance(axes, str) else axes
-        unknown = [axis for axis in names if axis not in mesh.shape]
-        if unknown:
-            raise ValueError(
-                f"the spec {spec} for {name} uses mesh axes {unknown}; the mesh "
-                f"has {list(mesh.axis_names)}."
-            )
-        split = math.prod(mesh.shape[axis] for axis in names)
-        if shape[dim] % split:
-            raise ValueError(
-                f"the spec {spec} for {name} splits dimension {dim} of size "
-                f"{shape[dim]} into {split} shards; the size must be divisible."
-            )
-    return spec
-
-
-def _specs(mesh: Mesh, rule: SpecRule, tree: PyTree, what: str) -> PyTree:
-    """The validated ``PartitionSpec`` of each leaf of ``tree`` under ``rule``."""
-    if isinstance(rule, PartitionSpec) or rule is None or callable(rule):
-        spec_of = rule if callable(rule) else lambda _: rule
-        return jax.tree_util.tree_map_with_path(
-            lambda path, leaf: _check_spec(
-                mesh,
-                spec_of(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)),
-                leaf,
-                _leaf_name(what, path),
-            ),
-            tree,
-        )
-
-    def is_spec(x: Any) -> bool:
-        return x is None or isinstance(x, PartitionSpec)
-
-    try:  # Pair each spec with its subtree: only the structure can fail here.
-        pairs = jax.tree.map(lambda spec, sub: (spec, sub), rule, tree, is_leaf=is_spec)
-    except ValueError as error:
-        raise ValueError(
-            f"the specs for {what} must be a PartitionSpec, a function of a "
-            f"leaf, or a pytree prefix of {what} with PartitionSpec leaves: {error}"
-        ) from None
-    return jax.tree_util.tree_map_with_path(
-        lambda path, pair: jax.tree_util.tree_map_with_path(
-            lambda inner, leaf: _check_spec(
-                mesh, pair[0], leaf, _leaf_name(what, (*path, *inner))
-            ),
-            pair[1],
-        ),
-        pairs,
-        is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2 and is_spec(x[0]),
+def _state_sharding(optimizer: optax.GradientTransformation, abstract: PyTree) -> Any:
+    shardings = [leaf.sharding for leaf in jax.tree.leaves(abstract)]
+    replicated = (
+        _replicated(shardings[0])
+        if shardings
+        else jax.sharding.SingleDeviceSharding(jax.devices()[0])
     )
 
+    def follow(leaf: Any, param: jax.ShapeDtypeStruct) -> Any:
+        # A params-shaped part of the state whose leaf is not param-shaped
+        # (a factored moment, say) cannot take the param's split.
+        same = tuple(leaf.shape) == tuple(param.shape)
+        return param.sharding if same else replicated
 
-def largest_divisible_dim(axis_size: int, axis: str) -> Callable[..., PartitionSpec]:
-    """Returns a spec rule that splits each leaf's largest divisible dimension."""
-
-    def rule(leaf: jax.ShapeDtypeStruct) -> PartitionSpec:
-        dims = [d for d, size in enumerate(leaf.shape) if size % axis_size == 0]
-        if not dims:
-            return PartitionSpec()
-        dim = max(dims, key=lambda d: leaf.shape[d])
-        return PartitionSpec(*([None] * dim), axis)
-
-    return rule
-
-
-def _put(tree: PyTree, shardings: PyTree) -> PyTree:
-    """``jax.device_put``, also onto devices of other processes.
-
-    ``device_put`` can only write to this process's devices; for a sharding
-    that spans processes each process builds its own shards from its copy.
-    """
-
-    def put(x: Any, sharding: NamedSharding) -> Any:
-        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
-            return x
-        if sharding.is_fully_addressable or (
-            isinstance(x, jax.Array) and not x.is_fully_addressable
-        ):
-            return jax.device_put(x, sharding)
-        host = np.asarray(x)
-        return jax.make_array_from_callback(
-            host.shape, sharding, lambda index: host[index]
-        )
-
-    return jax.tree.map(put, tree, shardings)
-
-
-def _check_axis(mesh: Mesh, axis: Any, argument: str) -> str:
-    if not isinstance(axis, str) or axis not in mesh.shape:
-        raise ValueError(
-            f"{argument} must name an axis of the mesh, one of "
-            f"{list(mesh.axis_names)}; got {axis!r}."
-        )
-    return axis
+    state = jax.eval_shape(optimizer.init, abstract)
+    return optax.tree_map_params(
+        optimizer,
+        follow,
+        state,
+        abstract,
+        transform_non_params=lambda leaf: replicated,
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -245,8 +168,8 @@ class Placement:
     """
 
     mesh: Mesh
-    params: SpecRule = _REPLICATED
-    batch: SpecRule = _REPLICATED
+    params: SpecRule = REPLICATED
+    batch: SpecRule = REPLICATED
 
     def __post_init__(self) -> None:
         if not isinstance(self.mesh, Mesh):
@@ -266,7 +189,7 @@ class Placement:
         Returns:
             The placement.
         """
-        axis = _check_axis(mesh, axis, "axis")
+        axis = check_axis(mesh, axis, "axis")
         return cls(mesh, params=PartitionSpec(), batch=PartitionSpec(axis))
 
     @classmethod
@@ -290,10 +213,10 @@ class Placement:
         Returns:
             The placement.
         """
-        axis = _check_axis(mesh, axis, "axis")
+        axis = check_axis(mesh, axis, "axis")
         batch = PartitionSpec()
         if batch_axis is not None:
-            batch = PartitionSpec(_check_axis(mesh, batch_axis, "batch_axis"))
+            batch = PartitionSpec(check_axis(mesh, batch_axis, "batch_axis"))
         rule = largest_divisible_dim(mesh.shape[axis], axis)
         return cls(mesh, params=rule, batch=batch)
 
@@ -304,7 +227,7 @@ class Placement:
             ValueError: If a spec names an axis the mesh lacks, more dimensions
                 than the leaf has, or does not divide a dimension.
         """
-        specs = _specs(self.mesh, self.params, params, "params")
+        specs = specs_of(self.mesh, self.params, params, "params")
         return jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs)
 
     def batch_sharding(self, batch: PyTree, *, stacked: bool = False) -> PyTree:
@@ -313,8 +236,8 @@ class Placement:
         Args:
             batch: One batch (arrays or ``jax.ShapeDtypeStruct``).
             stacked: Whether ``batch`` is a stack of batches along a new leading
-                axis (as :func:`momentax.training.fit` takes with ``batches=``); that
-                axis is never split.
+                axis (as :func:`momentax.training.fit` takes with
+                ``stacked=True``); that axis is never split.
 
         Returns:
             A pytree of ``NamedSharding`` with the structure of ``batch``.
@@ -324,7 +247,7 @@ class Placement:
             one = jax.tree.map(
                 lambda b: jax.ShapeDtypeStruct(b.shape[1:], b.dtype), batch
             )
-        specs = _specs(self.mesh, self.batch, one, "batch")
+        specs = specs_of(self.mesh, self.batch, one, "batch")
         lead = (None,) if stacked else ()
         return jax.tree.map(
             lambda spec: NamedSharding(self.mesh, PartitionSpec(*lead, *spec)), specs
@@ -349,7 +272,7 @@ class Placement:
         With several processes, a leaf that is not yet a global array must hold
         the same values in every process (each keeps the shards of its devices).
         """
-        return _put(params, self.param_sharding(params))
+        return put(params, self.param_sharding(params))
 
     def put_batch(self, batch: PyTree, *, stacked: bool = False) -> PyTree:
         """Returns a batch (or a stack of them) placed on the mesh.
@@ -357,7 +280,7 @@ class Placement:
         With several processes, pass the whole batch in every process: each
         keeps the examples of its own devices.
         """
-        return _put(batch, self.batch_sharding(batch, stacked=stacked))
+        return put(batch, self.batch_sharding(batch, stacked=stacked))
 
     def init(self, optimizer: optax.GradientTransformation, params: PyTree) -> Any:
         """Returns ``optimizer.init(params)`` created in place on the mesh.
@@ -373,7 +296,7 @@ class Placement:
         self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
     ) -> Any:
         """Returns an existing optimizer state placed like ``init`` would place it."""
-        return _put(opt_state, self.state_sharding(optimizer, params))
+        return put(opt_state, self.state_sharding(optimizer, params))
 
     def constrain(
         self, optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
