@@ -34,6 +34,25 @@ def _check_options(momentum: hp.HyperParam, nesterov: Any, dampening: Any) -> No
         )
 
 
+def _no_buffer() -> optax.GradientTransformationExtraArgs:
+    """Momentum 0: the identity, whose state says that it holds no buffer."""
+
+    def init_fn(params: optax.Params) -> MomentumState:
+        check_params(params)
+        return MomentumState(count=None, velocity=None)
+
+    def update_fn(
+        updates: optax.Updates,
+        state: MomentumState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, MomentumState]:
+        del params, extra_args
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def scale_by_momentum(
     momentum: hp.HyperParam = 0.9,
     *,
@@ -78,7 +97,7 @@ def scale_by_momentum(
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state is a
-        :class:`MomentumState` (``optax.EmptyState`` for momentum 0).
+        :class:`MomentumState` (with ``velocity=None`` for momentum 0).
 
     Raises:
         ValueError: A value is outside its range, or Nesterov is asked for
@@ -113,7 +132,7 @@ def scale_by_momentum(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
     if hp.is_static_zero(momentum):
-        return optax.with_extra_args_support(optax.identity())
+        return _no_buffer()
     damped = not hp.is_static_zero(dampening)
     counted = damped or hp.has_schedule(momentum)
 
