@@ -267,7 +267,8 @@ def check_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> jnp.dtype
     allowed = _ACCUMULATOR_DTYPES + (_COMPLEX_DTYPES if complex_ok else ())
     if result not in allowed:
         raise ValueError(
-            f"{name} must be one of {', '.join(d.name for d in allowed)}; got {result}."
+            f"{name} must be a floating dtype, one of "
+            f"{', '.join(d.name for d in allowed)}; got {result}."
         )
     if jax.dtypes.canonicalize_dtype(result) != result:
         raise ValueError(

@@ -34,6 +34,40 @@ def _check_options(momentum: hp.HyperParam, nesterov: Any, dampening: Any) -> No
         )
 
 
+def _same_bits(x: jax.Array) -> jax.Array:
+    """``x`` itself, written so that ``params + x`` compiles to a fast loop.
+
+    XLA:CPU compiles a lone elementwise add (``optax.apply_updates(p, v)`` in
+    the lr-inside convention) through a slower path than a fused loop: about
+    2x slower at 1e5-1e6 float32 params, behind ``optax.sgd``'s multiply-add.
+    ``copysign(x, x)`` has the bits of ``x`` (zeros and NaNs included) and fuses
+    into that add, which then takes the fused-loop path. Complex values have no
+    sign to copy and are returned as they are.
+    """
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return x
+    return jnp.copysign(x, x)
+
+
+def _no_buffer() -> optax.GradientTransformationExtraArgs:
+    """Momentum 0: the identity, whose state says that it holds no buffer."""
+
+    def init_fn(params: optax.Params) -> MomentumState:
+        check_params(params)
+        return MomentumState(count=None, velocity=None)
+
+    def update_fn(
+        updates: optax.Updates,
+        state: MomentumState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, MomentumState]:
+        del params, extra_args
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def scale_by_momentum(
     momentum: hp.HyperParam = 0.9,
     *,
@@ -78,7 +112,7 @@ def scale_by_momentum(
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state is a
-        :class:`MomentumState` (``optax.EmptyState`` for momentum 0).
+        :class:`MomentumState` (with ``velocity=None`` for momentum 0).
 
     Raises:
         ValueError: A value is outside its range, or Nesterov is asked for
@@ -113,7 +147,7 @@ def scale_by_momentum(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
     if hp.is_static_zero(momentum):
-        return optax.with_extra_args_support(optax.identity())
+        return _no_buffer()
     damped = not hp.is_static_zero(dampening)
     counted = damped or hp.has_schedule(momentum)
 
@@ -164,7 +198,7 @@ def scale_by_momentum(
             else:
                 x_in = x
             new_v = mu * v.astype(dtype) + x_in
-            out = x + mu * new_v if nesterov else new_v
+            out = x + mu * new_v if nesterov else _same_bits(new_v)
             return out.astype(g.dtype), shard_like(new_v.astype(v.dtype), v)
 
         steps = jax.tree.map(leaf, updates, state.velocity, momenta)

@@ -23,7 +23,8 @@ class MomentumState(NamedTuple):
             largest int32 instead of wrapping around, or ``None`` when nothing
             reads it (no momentum schedule and no dampening).
         velocity: The buffer: a pytree with the params' structure and shapes
-            and the accumulator dtype.
+            and the accumulator dtype, or ``None`` when momentum is the Python
+            number 0 (plain SGD keeps no buffer).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -36,4 +37,4 @@ class MomentumState(NamedTuple):
     """
 
     count: jax.Array | None  # type: ignore[assignment]  # shadows tuple.count
-    velocity: optax.Updates
+    velocity: optax.Updates | None

@@ -85,9 +85,9 @@ def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTu
             f"min_curvature must be <= max_curvature; got {min_curvature!r} > "
             f"{max_curvature!r}."
         )
-    # (sqrt(kappa) - 1) / (sqrt(kappa) + 1), written with sqrt(1 / kappa) <= 1 so
-    # that an extreme kappa cannot overflow to inf / inf.
-    inverse_root_kappa = math.sqrt(small / big)
-    rate = (1.0 - inverse_root_kappa) / (1.0 + inverse_root_kappa)
+    # (sqrt(kappa) - 1) / (sqrt(kappa) + 1) with sqrt(kappa) = sqrt(L) / sqrt(m),
+    # written without kappa itself: L / m overflows to inf for extreme curvatures.
+    root_big, root_small = math.sqrt(big), math.sqrt(small)
+    rate = (root_big - root_small) / (root_big + root_small)
     learning_rate = 4.0 / (math.sqrt(big) + math.sqrt(small)) ** 2
     return HeavyBallTuning(learning_rate, rate**2, rate)

@@ -222,3 +222,20 @@ def test_heavy_ball_tuning_is_finite_at_extreme_curvatures():
     tuning = momentax.heavy_ball_tuning(1e300, 1e-300)
     assert all(np.isfinite(tuning))
     assert 0.0 <= tuning.momentum <= 1.0 and tuning.learning_rate > 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_update_is_the_buffer_bit_for_bit(dtype, jit):
+    # The lr-inside update is written as copysign(v, v) so that XLA:CPU fuses the
+    # params' add; it must still be v itself: signed zeros, NaNs, infinities.
+    values = [0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, np.nan, -np.nan, 1e-8]
+    grads = {"w": jnp.asarray(values, dtype)}
+    opt = momentax.momentum(1.0, 0.5)
+    update = jax.jit(opt.update) if jit else opt.update
+    updates, state = update(grads, opt.init(grads))
+    velocity = helpers.velocity(state)["w"]
+    np.testing.assert_array_equal(
+        np.asarray(updates["w"]).view(np.uint16 if dtype != jnp.float32 else np.uint32),
+        np.asarray(velocity).view(np.uint16 if dtype != jnp.float32 else np.uint32),
+    )

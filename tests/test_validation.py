@@ -15,7 +15,8 @@ PARAMS = {"k": jnp.zeros([3]), "b": jnp.zeros([])}
 
 
 ACCUMULATOR_DTYPES = (
-    "accumulator_dtype must be one of float16, bfloat16, float32, float64, "
+    "accumulator_dtype must be a floating dtype, one of float16, bfloat16, float32, "
+    "float64, "
     "complex64, complex128"
 )
 
