@@ -49,5 +49,5 @@ python_use_unqualified_type_names = True
 html_theme = "furo"
 html_title = f"momentax {release}"
 html_static_path = ["_static"]
-# The main job's output is 95 columns wide: small enough type to show it unscrolled.
+# The main job's tables are 100 columns wide: small enough type to show them unscrolled.
 html_css_files = ["custom.css"]

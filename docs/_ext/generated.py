@@ -80,13 +80,22 @@ PUBLIC_NAMES = {
 }
 
 
+# Type aliases that Python expands into their unions, and the name a reader knows.
+ALIASES = {
+    "jax.Array | numpy.ndarray | numpy.bool | numpy.number | bool | int | float | "
+    "complex | Iterable[ArrayTree] | Mapping[Any, ArrayTree]": "optax.Updates",
+}
+
+
 def public_type_names(
     app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
 ) -> None:
-    """Rewrites private module paths in documented types to their public names."""
+    """Rewrites private module paths and expanded aliases in documented types."""
     for i, line in enumerate(lines):
         for private, public in PUBLIC_NAMES.items():
             line = line.replace(private, public)
+        for expanded, alias in ALIASES.items():
+            line = line.replace(expanded, alias)
         lines[i] = line
 
 
