@@ -1,6 +1,7 @@
 """Timing: warm up, then interleaved repeats of every contender, with medians."""
 
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -88,8 +89,11 @@ def measure(
     """Times every runner, interleaved: each round runs one sample of each.
 
     Interleaving spreads a noisy neighbour or a clock change over all contenders
-    instead of penalising whichever ran at the time; the order rotates each
-    round so none is always first.
+    instead of penalising whichever ran at the time. The order is shuffled each
+    round (seeded), so that no contender always runs first or always runs right
+    after the same one and inherits its after-effects (a rotation keeps every
+    contender's predecessor fixed; PyTorch's worker threads, for one, keep
+    spinning for a while after a call).
 
     Args:
         runners: The contenders, already warmed up (compiled).
@@ -105,9 +109,9 @@ def measure(
         for name in names
     }
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(settings.repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+    order = random.Random(0)  # Seeded: the same orders in every run.
+    for _ in range(settings.repeats):
+        for name in order.sample(names, len(names)):
             start = time.perf_counter()
             runners[name].run(calls[name])
             samples[name].append((time.perf_counter() - start) / calls[name])
