@@ -17,6 +17,11 @@ from momentax.tasks._compare import epochs_to_tolerance as epochs_to_tolerance
 from momentax.tasks._compare import momentum_problem as momentum_problem
 from momentax.tasks._compare import run as run
 from momentax.tasks._compare import sign_change as sign_change
+from momentax.tasks._exact import Optimum as Optimum
+from momentax.tasks._exact import curvature_bounds as curvature_bounds
+from momentax.tasks._exact import exact_loss as exact_loss
+from momentax.tasks._exact import hessian as hessian
+from momentax.tasks._exact import least_squares as least_squares
 from momentax.tasks._line import BLOG_TITLE as BLOG_TITLE
 from momentax.tasks._line import NOISY_REFERENCE as NOISY_REFERENCE
 from momentax.tasks._line import NOTEBOOK_TITLE as NOTEBOOK_TITLE
@@ -24,13 +29,8 @@ from momentax.tasks._line import TASKS as TASKS
 from momentax.tasks._line import TINY_REFERENCE as TINY_REFERENCE
 from momentax.tasks._line import Batch as Batch
 from momentax.tasks._line import LineTask as LineTask
-from momentax.tasks._line import Optimum as Optimum
 from momentax.tasks._line import Reference as Reference
-from momentax.tasks._line import curvature_bounds as curvature_bounds
-from momentax.tasks._line import exact_loss as exact_loss
-from momentax.tasks._line import hessian as hessian
 from momentax.tasks._line import init_params as init_params
-from momentax.tasks._line import least_squares as least_squares
 from momentax.tasks._line import mse_loss as mse_loss
 from momentax.tasks._line import noisy_line as noisy_line
 from momentax.tasks._line import predict as predict

@@ -9,14 +9,8 @@ import optax
 
 from momentax import heavy_ball_tuning
 from momentax import momentum as momentum_transform
-from momentax.tasks._line import (
-    LineTask,
-    Optimum,
-    curvature_bounds,
-    exact_loss,
-    init_params,
-    mse_loss,
-)
+from momentax.tasks._exact import Optimum, curvature_bounds, exact_loss
+from momentax.tasks._line import LineTask, init_params, mse_loss
 from momentax.training import fit
 
 

@@ -15,7 +15,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from momentax import __version__
-from momentax.tasks._line import LineTask, Optimum
+from momentax.tasks._exact import Optimum
+from momentax.tasks._line import LineTask
 from momentax.tasks._report import TOLERANCE, Result
 
 _CHUNK = 1 << 16

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from momentax.tasks._compare import Run, diverged_epoch
-from momentax.tasks._line import LineTask, Optimum
+from momentax.tasks._exact import Optimum
+from momentax.tasks._line import LineTask
 from momentax.tasks._plot_style import (
     figure,
     finite,

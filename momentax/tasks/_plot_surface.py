@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 
 from momentax.tasks._compare import Run, diverged_epoch
-from momentax.tasks._line import LineTask, Optimum, exact_loss
+from momentax.tasks._exact import Optimum, exact_loss
+from momentax.tasks._line import LineTask
 from momentax.tasks._plot_style import figure, label, legend_below, plain, shown, style
 from momentax.tasks._plot_style import task_name as _task_name
 

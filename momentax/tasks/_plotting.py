@@ -7,7 +7,8 @@ import tempfile
 from collections.abc import Sequence
 
 from momentax.tasks._compare import Run
-from momentax.tasks._line import LineTask, Optimum
+from momentax.tasks._exact import Optimum
+from momentax.tasks._line import LineTask
 from momentax.tasks._plot_curves import plot_k_dynamics, plot_losses
 from momentax.tasks._plot_style import MISSING_MATPLOTLIB as MISSING_MATPLOTLIB
 from momentax.tasks._plot_surface import plot_surface

@@ -13,7 +13,8 @@ from momentax.tasks._compare import (
     epochs_to_tolerance,
     sign_change,
 )
-from momentax.tasks._line import LineTask, Optimum
+from momentax.tasks._exact import Optimum
+from momentax.tasks._line import LineTask
 
 TOLERANCE = 0.01
 """"Within 1% of the optimum", see :func:`momentax.tasks.epochs_to_tolerance`."""
