@@ -1,8 +1,8 @@
 """Packed params: many small leaves kept in one flat buffer per dtype."""
 
 import functools
-from collections.abc import Hashable
-from typing import Any, NamedTuple
+from collections.abc import Hashable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +61,12 @@ class Packed:
         Returns:
             A pytree of the original structure, shapes and dtypes.
         """
-        leaves = _unpack_leaves(self._layout, self.buffers)
-        return jax.tree.unflatten(self._layout.treedef, list(leaves))
+        device = _one_device(self.buffers)
+        if device is False:
+            leaves = list(_unpack_leaves(self._layout, self.buffers))
+        else:
+            leaves = _unpack_on_host(self._layout, self.buffers, device)
+        return jax.tree.unflatten(self._layout.treedef, leaves)
 
     @property
     def dtypes(self) -> tuple[np.dtype[Any], ...]:
@@ -104,6 +108,41 @@ class Packed:
 
 def _size(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64))
+
+
+def _one_device(arrays: Sequence[Any]) -> jax.Device | Literal[False] | None:
+    """The one device concrete ``arrays`` live on (None: the default), else False.
+
+    False for traced or sharded arrays, or arrays on several devices: those are
+    sliced and joined by XLA. Concrete arrays on one device are sliced and joined
+    on the host instead, because eagerly each slice or join of another shape
+    compiles a program of its own (seconds for a thousand leaves).
+    """
+    devices: set[jax.Device] = set()
+    for array in arrays:
+        if isinstance(array, jax.core.Tracer):
+            return False
+        if isinstance(array, jax.Array):
+            if not array.is_fully_addressable or len(array.sharding.device_set) != 1:
+                return False
+            devices |= array.sharding.device_set
+    if len(devices) > 1:
+        return False
+    return devices.pop() if devices else None
+
+
+def _unpack_on_host(
+    layout: _Layout, buffers: tuple[Any, ...], device: jax.Device | None
+) -> list[jax.Array]:
+    """The leaves, sliced from one host copy of each buffer, put back in one call."""
+    host = [np.asarray(buffer) for buffer in buffers]
+    pieces = [
+        host[slot.buffer][slot.offset : slot.offset + _size(slot.shape)].reshape(
+            slot.shape
+        )
+        for slot in layout.slots
+    ]
+    return list(jax.device_put(pieces, device))
 
 
 def _slices(layout: _Layout, buffers: tuple[Any, ...]) -> tuple[jax.Array, ...]:
@@ -159,7 +198,8 @@ def pack(tree: PyTree) -> Packed:
     measurements). Packing keeps the params, and so the velocity and the
     gradients, in a few buffers instead.
 
-    Trade-offs: packing and unpacking outside ``jax.jit`` copy every leaf;
+    Trade-offs: packing and unpacking outside ``jax.jit`` copy every leaf
+    (through the host, for arrays on one device, so that nothing compiles);
     per-leaf hyperparameters and ``optax.masked`` see the buffers, not the
     leaves, so they cannot tell the leaves apart; all leaves of a dtype share
     one device placement (do not pack sharded params); and compilation is
@@ -190,14 +230,17 @@ def pack(tree: PyTree) -> Packed:
     """
     if isinstance(tree, Packed):
         raise TypeError("tree is already a Packed; unpack() it first.")
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    # Without paths: flattening with them costs more than the packing itself
+    # (60 ms for a thousand leaves); they are only needed for the error.
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
     arrays = []
-    for path, leaf in leaves_with_paths:
-        array = jnp.asarray(leaf)
+    for index, leaf in enumerate(leaves):
+        array = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
         if not (
             jnp.issubdtype(array.dtype, jnp.number)
             or jnp.issubdtype(array.dtype, jnp.bool_)
         ):
+            path, _ = jax.tree_util.tree_flatten_with_path(tree)[0][index]
             raise TypeError(
                 f"pack needs numeric leaves; {jax.tree_util.keystr(path)} has "
                 f"dtype {array.dtype}."
@@ -215,7 +258,14 @@ def pack(tree: PyTree) -> Packed:
         slots.append(_Slot(index, sizes[index], tuple(array.shape)))
         sizes[index] += array.size
     layout = _Layout(treedef, tuple(dtypes), tuple(slots))
-    return Packed(_concatenate(layout, tuple(arrays)), layout)
+    device = _one_device(arrays)
+    if device is False:
+        return Packed(_concatenate(layout, tuple(arrays)), layout)
+    host: list[list[np.ndarray]] = [[] for _ in dtypes]
+    for slot, array in zip(slots, arrays, strict=True):
+        host[slot.buffer].append(np.asarray(array).ravel())
+    buffers = jax.device_put([np.concatenate(part) for part in host], device)
+    return Packed(tuple(buffers), layout)
 
 
 def unpacked(params: PyTree) -> PyTree:
