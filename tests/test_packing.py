@@ -215,3 +215,15 @@ def test_unpack_under_jit_still_slices_in_xla():
     packed = momentax.training.pack({"a": jnp.arange(3.0), "b": jnp.ones((2, 2))})
     text = jax.jit(lambda p: p.unpack()).lower(packed).as_text()
     assert "slice" in text
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_unpack_outside_jit_keeps_the_device_and_its_commitment(committed):
+    device = jax.devices()[-1] if committed else jax.devices()[0]
+    tree = {"a": jnp.arange(3.0), "b": jnp.ones((2, 2))}
+    if committed:
+        tree = jax.device_put(tree, device)
+    packed = momentax.training.pack(tree)
+    for leaf in [*packed.buffers, *jax.tree.leaves(packed.unpack())]:
+        assert leaf.devices() == {device}
+        assert leaf.committed == committed

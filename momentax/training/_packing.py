@@ -111,14 +111,17 @@ def _size(shape: tuple[int, ...]) -> int:
 
 
 def _one_device(arrays: Sequence[Any]) -> jax.Device | Literal[False] | None:
-    """The one device concrete ``arrays`` live on (None: the default), else False.
+    """The device to put ``arrays``' host copies on: None for uncommitted ones.
 
     False for traced or sharded arrays, or arrays on several devices: those are
     sliced and joined by XLA. Concrete arrays on one device are sliced and joined
     on the host instead, because eagerly each slice or join of another shape
-    compiles a program of its own (seconds for a thousand leaves).
+    compiles a program of its own (seconds for a thousand leaves). Arrays that
+    were not committed to their device (``jax.Array.committed``) give None, so
+    that the results are not committed either.
     """
     devices: set[jax.Device] = set()
+    committed = False
     for array in arrays:
         if isinstance(array, jax.core.Tracer):
             return False
@@ -126,9 +129,10 @@ def _one_device(arrays: Sequence[Any]) -> jax.Device | Literal[False] | None:
             if not array.is_fully_addressable or len(array.sharding.device_set) != 1:
                 return False
             devices |= array.sharding.device_set
+            committed |= array.committed
     if len(devices) > 1:
         return False
-    return devices.pop() if devices else None
+    return devices.pop() if committed else None
 
 
 def _unpack_on_host(
