@@ -50,6 +50,44 @@ def _add_decayed_weights(weight_decay: hp.Scalar) -> optax.GradientTransformatio
     return optax.stateless(decay)
 
 
+def _same_bits(x: jax.Array) -> jax.Array:
+    """``x`` itself, written so that ``params + x`` compiles to a fast loop.
+
+    XLA:CPU compiles a lone elementwise add (``optax.apply_updates(p, v)`` in
+    the lr-inside convention) through a slower path than a fused loop: about
+    2x slower at 1e5-1e6 float32 params, behind ``optax.sgd``'s multiply-add.
+    ``copysign(x, x)`` has the bits of ``x`` (zeros and NaNs included) and fuses
+    into that add, which then takes the fused-loop path. Complex values have no
+    sign to copy and are returned as they are.
+    """
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return x
+    return jnp.copysign(x, x)
+
+
+def _fused_add(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """``inner``, with its updates in the form XLA:CPU fuses into the params' add.
+
+    Only the lr-inside chain without Nesterov needs it: its update is the new
+    buffer itself, which ``optax.apply_updates`` adds to the params alone. The
+    state is ``inner``'s.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def update_fn(
+        updates: optax.Updates,
+        state: Any,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, Any]:
+        updates, state = inner.update(updates, state, params, **extra_args)
+        return jax.tree.map(_same_bits, updates), state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
 Convention: TypeAlias = Literal["sutskever", "pytorch"]
 CONVENTIONS: tuple[str, ...] = ("sutskever", "pytorch")
 
@@ -209,6 +247,8 @@ def momentum(
     if maximize:
         pieces.insert(0, optax.stateless(_negate))
     chain = optax.chain(*pieces)
+    if convention == "sutskever" and not nesterov and not hp.is_static_zero(momentum):
+        chain = _fused_add(chain)
     accumulator_dtype = hp.check_dtype(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
