@@ -17,6 +17,7 @@ from momentax._alias import momentum as momentum
 from momentax._hyperparams import HyperParam as HyperParam
 from momentax._momentum import scale_by_momentum as scale_by_momentum
 from momentax._state import MomentumState as MomentumState
+from momentax._sweep import uses_single_sweep as uses_single_sweep
 from momentax._tuning import HeavyBallTuning as HeavyBallTuning
 from momentax._tuning import heavy_ball_tuning as heavy_ball_tuning
 
@@ -33,6 +34,7 @@ __all__ = [
     "hyperparams",
     "momentum",
     "scale_by_momentum",
+    "uses_single_sweep",
 ]
 
 

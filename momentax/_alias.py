@@ -17,6 +17,7 @@ from momentax import _hyperparams as hp
 from momentax._learning_rate import scale_by_learning_rate
 from momentax._momentum import scale_by_momentum
 from momentax._precision import compute_in
+from momentax._sweep import single_sweep
 
 
 def _negate(updates: optax.Updates, params: optax.Params | None) -> optax.Updates:
@@ -252,6 +253,8 @@ def momentum(
     accumulator_dtype = hp.check_dtype(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
-    if accumulator_dtype is None or hp.is_static_zero(momentum):
-        return chain
-    return compute_in(chain, accumulator_dtype)
+    if hp.is_static_zero(momentum):
+        return chain  # Plain SGD: one loop already, and no velocity.
+    if accumulator_dtype is not None:
+        chain = compute_in(chain, accumulator_dtype)
+    return single_sweep(chain)

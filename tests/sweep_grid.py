@@ -1,0 +1,140 @@
+"""Momentum steps whose loops and bits are compared with and without one sweep.
+
+``python -m tests.sweep_grid`` (run by ``tests/test_sweep.py`` in a child
+process, with and without XLA:CPU's multi-output fusion) prints, as JSON,
+whether momentax uses one sweep there and, for each case, how many loops over
+the params the compiled step has and the bits of the params and velocity after
+three jitted, donated steps.
+"""
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import momentax
+
+# Odd sizes, so that the leaves' shapes are easy to find in the compiled text.
+SHAPES = {"w": (1031,), "b": (7, 3)}
+STEPS = 3
+
+
+def _decay(count: jax.Array) -> jax.Array:
+    return 0.1 / (1.0 + count.astype(jnp.float32))
+
+
+def _warm_up(count: jax.Array) -> jax.Array:
+    return jnp.minimum(0.95, 0.5 + 0.2 * count.astype(jnp.float32))
+
+
+def _cases() -> dict[str, Callable[[], optax.GradientTransformation]]:
+    cases: dict[str, Callable[[], optax.GradientTransformation]] = {}
+    for convention in momentax.CONVENTIONS:
+        for nesterov in (False, True):
+            name = f"{convention}{' nesterov' if nesterov else ''}"
+            cases[name] = lambda c=convention, n=nesterov: momentax.momentum(
+                0.01, 0.9, nesterov=n, convention=c
+            )
+        cases[f"{convention} dampening wd maximize"] = lambda c=convention: (
+            momentax.momentum(
+                0.01,
+                0.9,
+                dampening=0.25,
+                weight_decay=1e-3,
+                maximize=True,
+                convention=c,
+            )
+        )
+        cases[f"{convention} schedules per leaf"] = lambda c=convention: (
+            momentax.momentum(
+                {"w": _decay, "b": 0.05},
+                _warm_up,
+                convention=c,
+            )
+        )
+    cases["sutskever injected"] = lambda: optax.inject_hyperparams(momentax.momentum)(
+        learning_rate=0.01, momentum=0.9
+    )
+    return cases
+
+
+def _params(dtype: Any) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(0)
+    return {
+        k: jnp.asarray(rng.standard_normal(s, np.float32), dtype)
+        for k, s in SHAPES.items()
+    }
+
+
+def _grads(step: int, dtype: Any) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(step + 1)
+    return {
+        k: jnp.asarray(rng.standard_normal(s, np.float32), dtype)
+        for k, s in SHAPES.items()
+    }
+
+
+def loops_over(text: str, shape: tuple[int, ...]) -> int:
+    """Kernels in a compiled module's entry that write an array of ``shape``.
+
+    Parameters, tuples and views (get-tuple-element, bitcast) move no data; every
+    other instruction whose result has that shape is a loop over it.
+    """
+    entry = text[text.index("\nENTRY") :]
+    dims = "[" + ",".join(map(str, shape)) + "]"
+    free = ("parameter(", "get-tuple-element(", "tuple(", "bitcast(")
+    count = 0
+    for line in entry.splitlines()[1:]:
+        match = re.match(r"\s*(ROOT )?%\S+ = (.*?) (\S+?\()", line)
+        if match and dims in match.group(2) and match.group(3) not in free:
+            count += 1
+    return count
+
+
+def _bits(tree: Any) -> dict[str, str]:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {
+        jax.tree_util.keystr(path): np.asarray(x).tobytes().hex() for path, x in leaves
+    }
+
+
+def run_case(make: Callable[[], optax.GradientTransformation], dtype: Any) -> Any:
+    """Three donated jitted steps: the loops of the step, and the final bits."""
+    optimizer = make()
+
+    def step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    params = _params(dtype)
+    state = optimizer.init(params)
+    text = jitted.lower(params, state, _grads(0, dtype)).compile().as_text()
+    for t in range(STEPS):
+        params, state = jitted(params, state, _grads(t, dtype))
+    return {
+        "loops": loops_over(text, SHAPES["w"]),
+        "params": _bits(params),
+        "velocity": _bits(optax.tree.get(state, "velocity")),
+    }
+
+
+def results() -> dict[str, Any]:
+    """Every case, in float32 and in bfloat16 with a float32 velocity."""
+    out: dict[str, Any] = {"uses_single_sweep": momentax.uses_single_sweep()}
+    for name, make in _cases().items():
+        out[name] = run_case(make, jnp.float32)
+    out["sutskever bf16 f32 velocity"] = run_case(
+        lambda: momentax.momentum(0.01, 0.9, accumulator_dtype=jnp.float32),
+        jnp.bfloat16,
+    )
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(results()))

@@ -1,0 +1,164 @@
+"""One memory sweep per step where XLA:CPU's multi-output fusion is on.
+
+XLA reads ``XLA_FLAGS`` when its backend starts, so the flag's two paths run in
+child processes (``python -m tests.sweep_grid``); the formulation itself is
+checked in this process by forcing it on.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import momentax
+from momentax import _sweep
+from tests import sweep_grid
+from tests.helpers import subprocess_env
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+MIXED = "sutskever bf16 f32 velocity"
+STARTED_WITH = os.environ.get("XLA_FLAGS", "")  # Before this process's XLA starts.
+
+
+def _grid(xla_flags: str) -> dict:
+    env = subprocess_env(XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.sweep_grid"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def grids() -> dict[str, dict]:
+    others = " ".join(
+        f for f in os.environ.get("XLA_FLAGS", "").split() if _sweep._OPTION not in f
+    )
+    return {"usual": _grid(others), "flag": _grid(f"{others} {FLAG}".strip())}
+
+
+def _cases(grid: dict) -> dict:
+    return {k: v for k, v in grid.items() if k != "uses_single_sweep"}
+
+
+def test_the_flag_turns_the_sweep_on(grids):
+    assert grids["usual"]["uses_single_sweep"] is False
+    assert grids["flag"]["uses_single_sweep"] is True
+
+
+def test_without_the_flag_each_leaf_takes_two_loops(grids):
+    assert {k: v["loops"] for k, v in _cases(grids["usual"]).items()} == {
+        k: 2 for k in _cases(grids["usual"])
+    }
+
+
+def test_with_the_flag_each_leaf_takes_one_loop(grids):
+    loops = {k: v["loops"] for k, v in _cases(grids["flag"]).items()}
+    # Mixed dtypes keep the usual form: XLA does not merge their loops.
+    assert loops == {k: 2 if k == MIXED else 1 for k in loops}
+
+
+def test_the_sweep_changes_no_bit(grids):
+    usual, flag = _cases(grids["usual"]), _cases(grids["flag"])
+    assert usual.keys() == flag.keys()
+    for name in usual:
+        assert flag[name]["params"] == usual[name]["params"], name
+        assert flag[name]["velocity"] == usual[name]["velocity"], name
+
+
+@pytest.mark.parametrize("name", list(sweep_grid._cases()))
+def test_forced_sweep_gives_the_same_bits(name, monkeypatch):
+    # Without the fusion pass the two-computation form is slow but must be exact.
+    make = sweep_grid._cases()[name]
+    usual = sweep_grid.run_case(make, jnp.float32)
+    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    swept = sweep_grid.run_case(make, jnp.float32)
+    assert swept["params"] == usual["params"]
+    assert swept["velocity"] == usual["velocity"]
+
+
+def _barriers(optimizer, params) -> int:
+    state = optimizer.init(params)
+    jaxpr = jax.make_jaxpr(lambda g, s, p: optimizer.update(g, s, p))(
+        params, state, params
+    )
+    return str(jaxpr).count("optimization_barrier")
+
+
+def test_forced_sweep_applies_only_where_it_can_fuse(monkeypatch):
+    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    f32 = {"w": jnp.ones(5)}
+    assert _barriers(momentax.momentum(0.1, 0.9), f32) == 1
+    # Plain SGD is one loop already; mixed dtypes do not fuse.
+    assert _barriers(momentax.momentum(0.1, 0.0), f32) == 0
+    bf16 = {"w": jnp.ones(5, jnp.bfloat16)}
+    assert _barriers(momentax.momentum(0.1, accumulator_dtype=jnp.float32), bf16) == 0
+
+
+def test_eager_updates_never_take_the_sweep(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: calls.append(1) or True)
+    optimizer = momentax.momentum(0.1, 0.9)
+    params = {"w": jnp.ones(3)}
+    updates, _ = optimizer.update(params, optimizer.init(params), params)
+    assert calls == []
+    assert jnp.array_equal(updates["w"], jnp.full(3, -0.1))
+
+
+def test_without_the_option_no_probe_compiles(monkeypatch):
+    def probe():
+        raise AssertionError("probed although XLA_FLAGS lacks the option")
+
+    monkeypatch.setattr(_sweep, "_probe_compiles_to_one_loop", probe)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    assert momentax.uses_single_sweep() is False
+    monkeypatch.delenv("XLA_FLAGS")
+    assert momentax.uses_single_sweep() is False
+
+
+def test_the_probe_decides_where_the_option_is_named(monkeypatch):
+    # This process started without the option, so its XLA does not merge loops:
+    # naming the option afterwards changes nothing, and the probe says so.
+    monkeypatch.setenv("XLA_FLAGS", FLAG)
+    if _sweep._OPTION in STARTED_WITH:
+        pytest.skip("this process started with the option")
+    assert momentax.uses_single_sweep() is _sweep._probe_compiles_to_one_loop()
+    assert _sweep._probe_compiles_to_one_loop() is False
+
+
+def test_sweep_keeps_the_chain_contract(monkeypatch):
+    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(1.0), momentax.momentum(0.1, 0.9, nesterov=True)
+    )
+    params = {"w": jnp.arange(4.0), "b": jnp.ones((2, 2))}
+    state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = optimizer.update(params, state, params, value=jnp.ones(()))
+        return optax.apply_updates(params, updates), state
+
+    new_params, new_state = step(params, state)
+    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: False)
+    expected_params, expected_state = jax.jit(step.__wrapped__)(params, state)
+    assert jax.tree.structure(new_state) == jax.tree.structure(expected_state)
+    for got, want in zip(
+        jax.tree.leaves((new_params, new_state)),
+        jax.tree.leaves((expected_params, expected_state)),
+        strict=True,
+    ):
+        assert jnp.array_equal(got, want)
