@@ -1,8 +1,12 @@
 """``python -m benchmarks``: runs the suite and writes JSON, markdown and a PNG."""
 
 import argparse
+import json
+import os
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +19,11 @@ from benchmarks import _report, _suites
 from benchmarks._timing import Settings
 
 SECTIONS = ("bandwidth", "sizes", "trees", "regression", "memory")
+STEP_SECTIONS = ("sizes", "trees")
+# XLA:CPU's multi-output fusion, off by default: the step sections run again
+# in a child process started with it (XLA reads XLA_FLAGS once, at start).
+FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+FLAG_OPTION = "xla_cpu_use_multi_output_fusion"
 FULL_SIZES = (10**3, 10**4, 10**5, 10**6, 10**7, 5 * 10**7)
 GPU_SIZES = (10**8, 5 * 10**8, 10**9)
 QUICK_SIZES = (10**3, 10**5, 10**6)
@@ -84,7 +93,40 @@ def parser() -> argparse.ArgumentParser:
         help="seconds each timed sample lasts at least (calls are repeated)",
     )
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument(
+        "--no-flag-run",
+        action="store_true",
+        help="skip the second run of the step sections (sizes, trees) under "
+        f"XLA_FLAGS={FLAG} (CPU only)",
+    )
+    p.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     return p
+
+
+def _flag_run(args: argparse.Namespace, sections: Sequence[str]) -> dict[str, Any]:
+    """Runs ``sections`` again in a child process with the fusion flag on."""
+    options = ["--sections", ",".join(sections)]
+    if args.quick:
+        options.append("--quick")
+    if args.no_torch:
+        options.append("--no-torch")
+    for name in ("max_size", "repeats", "min_sample_time"):
+        value = getattr(args, name)
+        if value is not None:
+            options += [f"--{name.replace('_', '-')}", str(value)]
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {FLAG}".strip()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "child.json"
+        command = [sys.executable, "-m", "benchmarks", *options]
+        command += ["--child-json", str(out)]
+        env = {**os.environ, "XLA_FLAGS": flags}
+        subprocess.run(command, env=env, check=True)
+        child: dict[str, Any] = json.loads(out.read_text())
+    return {
+        "xla_flags": flags,
+        "uses_single_sweep": child["environment"]["uses_single_sweep"],
+        **{key: child[key] for key in sections},
+    }
 
 
 def _fit_steps(quick: bool) -> Any:
@@ -99,6 +141,12 @@ def _fit_steps(quick: bool) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the suite; returns the exit status."""
     args = parser().parse_args(argv)
+    if FLAG_OPTION in os.environ.get("XLA_FLAGS", "") and args.child_json is None:
+        parser().error(
+            f"XLA_FLAGS names {FLAG_OPTION}: run the suite without it; it runs the "
+            "step sections again with it itself (or pass --no-flag-run and compare "
+            "two runs yourself)."
+        )
     quick = args.quick
     settings = Settings(
         repeats=args.repeats or (5 if quick else 15),
@@ -149,9 +197,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["trees"] = _suites.steps(
             trees, settings, torch=torch, packed=True, fit_steps=fit_steps, log=log
         )
+    if args.child_json is not None:
+        _report.write_json(results, args.child_json)
+        return 0
+    flagged = [name for name in STEP_SECTIONS if name in sections]
+    if flagged and not args.no_flag_run and jax.default_backend() == "cpu":
+        log(f"again with XLA_FLAGS={FLAG}: {', '.join(flagged)}")
+        results["with_flag"] = _flag_run(args, flagged)
     limit = results.get("bandwidth_limit")
-    for key in ("sizes", "trees"):
+    for key in STEP_SECTIONS:
         _report.add_fractions(results.get(key, []), limit)
+        _report.add_fractions(results.get("with_flag", {}).get(key, []), limit)
     if "regression" in sections:
         results["regression"] = _suites.regression(settings, torch=torch, log=log)
     if "memory" in sections:

@@ -18,11 +18,13 @@ import optax
 
 import momentax
 import momentax.training
+from benchmarks import _native
 from momentax import tasks
 
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
 BYTES_PER_PARAM = 5 * 4  # read p, g, v and write p, v, float32
+ONE_PASS = "C one-pass (reference)"
 Arrays = list[np.ndarray]
 
 
@@ -198,6 +200,8 @@ class Contender:
         steps_per_call: Optimizer steps one call runs (fit runs many).
         words: Float32 arrays of the problem's size the contender keeps alive
             (for grouping within the memory budget).
+        nesterov: Whether it runs Nesterov's update (contenders are checked
+            against those of the same update).
     """
 
     name: str
@@ -205,6 +209,7 @@ class Contender:
     donate: bool | None
     steps_per_call: int
     words: int
+    nesterov: bool = False
 
 
 def _jax_leaves(arrays: Arrays) -> list[jax.Array]:
@@ -231,7 +236,27 @@ def step_contenders(
         ),
         "optax.sgd": lambda: optax.sgd(LEARNING_RATE, momentum=MOMENTUM),
     }
-    contenders = []
+    contenders = [
+        Contender(
+            f"{name} nesterov",
+            lambda p, g, mk=make: _optax_step(mk(), p, g, True),
+            True,
+            1,
+            3,
+            nesterov=True,
+        )
+        for name, make in {
+            "momentax sutskever": lambda: momentax.momentum(
+                LEARNING_RATE, MOMENTUM, nesterov=True
+            ),
+            "momentax pytorch": lambda: momentax.momentum(
+                LEARNING_RATE, MOMENTUM, nesterov=True, convention="pytorch"
+            ),
+            "optax.sgd": lambda: optax.sgd(
+                LEARNING_RATE, momentum=MOMENTUM, nesterov=True
+            ),
+        }.items()
+    ]
     for donate in (True, False):
         suffix = "" if donate else " (no donation)"
         # An undonated step allocates new params and velocity every call.
@@ -305,6 +330,22 @@ def step_contenders(
                 4,
             ),
         ]
+    if _native.library()[0] is not None:
+        contenders.append(
+            Contender(
+                ONE_PASS,
+                lambda p, g: _native.OnePass(
+                    "momentum",
+                    np.concatenate(p),
+                    np.concatenate(g),
+                    LEARNING_RATE,
+                    MOMENTUM,
+                ),
+                None,
+                1,
+                3,
+            )
+        )
     if torch is not None:
         for option in ("foreach", "fused"):
             contenders.append(

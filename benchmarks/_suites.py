@@ -11,6 +11,7 @@ import optax
 import momentax
 import momentax.training
 from benchmarks import _contenders as c
+from benchmarks import _native
 from benchmarks._timing import Settings, Stats, measure, summarize, time_first_call
 from benchmarks._timing import time_repeated as _time_repeated
 from momentax import tasks
@@ -55,15 +56,23 @@ def _groups(contenders: Sequence[c.Contender], size: int) -> list[list[c.Contend
 
 
 def bandwidth(sizes: Sequence[int], settings: Settings, log: Log) -> list[Row]:
-    """The streaming kernels' GB/s at each size."""
+    """The streaming kernels' GB/s at each size: jitted, and one-pass C ones."""
     rows = []
     for size in sizes:
         log(f"bandwidth, {size:.0e} floats")
-        runners = {kind: c.Bandwidth(kind, size) for kind in c.Bandwidth.WORDS}
+        runners: dict[str, Any] = {
+            f"jitted {kind}": c.Bandwidth(kind, size) for kind in c.Bandwidth.WORDS
+        }
+        words = {f"jitted {kind}": n for kind, n in c.Bandwidth.WORDS.items()}
+        if _native.library()[0] is not None:
+            ones = np.ones(size, np.float32)
+            for kind, n in _native.OnePass.WORDS.items():
+                runners[f"C {kind}"] = _native.OnePass(kind, ones, ones)
+                words[f"C {kind}"] = n
         firsts = {kind: time_first_call(r) for kind, r in runners.items()}
         stats = measure(runners, firsts, settings)
         for kind, s in stats.items():
-            nbytes = c.Bandwidth.WORDS[kind] * 4 * size
+            nbytes = words[kind] * 4 * size
             rows.append(
                 {
                     "kernel": kind,
@@ -108,7 +117,10 @@ def steps(
                 calls_left = warm_steps // contender.steps_per_call - 1
                 if calls_left > 0:
                     runner.run(calls_left)
-            _check_agreement(runners, problem, reference)
+            families = {
+                x.name: "nesterov" if x.nesterov else "heavy ball" for x in group
+            }
+            _check_agreement(runners, families, problem, reference)
             stats = measure(runners, firsts, settings)
             for contender in group:
                 rows.append(_step_row(problem, contender, stats[contender.name]))
@@ -117,9 +129,12 @@ def steps(
 
 
 def _check_agreement(
-    runners: dict[str, Any], problem: c.Problem, reference: dict[str, np.ndarray]
+    runners: dict[str, Any],
+    families: dict[str, str],
+    problem: c.Problem,
+    reference: dict[str, np.ndarray],
 ) -> None:
-    """All contenders hold the same params after the same steps (rtol 1e-4).
+    """Contenders of one update hold the same params after the same steps (rtol 1e-4).
 
     Sutskever's and PyTorch's conventions round differently, and XLA and
     PyTorch may use fused multiply-adds differently, so a few ulps per step
@@ -128,7 +143,7 @@ def _check_agreement(
     """
     for name, runner in runners.items():
         got = runner.params()
-        expected = reference.setdefault("params", got)
+        expected = reference.setdefault(families[name], got)
         if not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
             worst = float(np.max(np.abs(got - expected)))
             raise AssertionError(

@@ -15,20 +15,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import _cli, _report, _suites
+from benchmarks import _cli, _native, _report, _suites
 from benchmarks import _contenders as c
 from benchmarks._timing import summarize
 from tests.helpers import REQUIRE_OPTIONAL, optional_import, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = optional_import("torch")
-STEP_CONTENDERS = {
-    "momentax sutskever",
-    "momentax pytorch",
-    "optax.sgd",
-    "jax.numpy",
-    "momentax fit (scan)",
-} | {f"{name} (no donation)" for name in ("momentax sutskever", "optax.sgd")}
+STEP_CONTENDERS = (
+    {
+        "momentax sutskever",
+        "momentax pytorch",
+        "optax.sgd",
+        "jax.numpy",
+        "momentax fit (scan)",
+    }
+    | {f"{name} (no donation)" for name in ("momentax sutskever", "optax.sgd")}
+    | {f"{name} nesterov" for name in ("momentax sutskever", "optax.sgd")}
+)
+HAS_CC = _native.library()[0] is not None
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +65,41 @@ def test_quick_run_writes_json_markdown_and_plot(quick):
     assert (out / "cpu-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "cpu-quick.md").read_text()
     assert markdown == stdout.rstrip("\n") + "\n"
-    for heading in ("Memory bandwidth", "One step", "Many leaves", "regression"):
+    for heading in (
+        "Memory bandwidth",
+        "One step",
+        "Many leaves",
+        "multi-output fusion",
+        "regression",
+    ):
         assert heading in markdown
     assert results["command"] == "python -m benchmarks --quick --out " + str(out)
     for key in ("device", "cpu", "jax", "optax", "numpy", "python", "date"):
         assert results["environment"][key]
 
 
-def test_every_contender_is_timed_at_every_size_and_tree(quick):
+def test_the_step_sections_ran_again_with_the_fusion_flag(quick):
+    _, results, _ = quick
+    flagged = results["with_flag"]
+    assert _cli.FLAG in flagged["xla_flags"].split()
+    # This jaxlib's XLA:CPU merges the loops: momentax took its single sweep.
+    assert flagged["uses_single_sweep"] is True
+    assert results["environment"]["uses_single_sweep"] is False
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
     _, results, _ = quick
     expected = set(STEP_CONTENDERS)
     if TORCH is not None or REQUIRE_OPTIONAL:
         expected |= {"torch foreach", "torch fused"}
+    if HAS_CC or REQUIRE_OPTIONAL:
+        expected.add(c.ONE_PASS)
     for section, problems in (
         ("sizes", [f"{s:.0e}" for s in _cli.QUICK_SIZES]),
         ("trees", [p.label for p in _cli.QUICK_TREES]),
     ):
-        rows = results[section]
+        rows = (results["with_flag"] if flag else results)[section]
         for problem in problems:
             names = {r["contender"] for r in rows if r["problem"] == problem}
             assert expected <= names, (section, problem, expected - names)
@@ -95,7 +118,9 @@ def test_derived_numbers_follow_from_the_measured_ones(quick):
     assert limit == max(
         r["gb_per_s"] for r in results["bandwidth"] if r["size"] == largest
     )
-    for row in results["sizes"] + results["trees"]:
+    flagged = results["with_flag"]
+    rows = results["sizes"] + results["trees"] + flagged["sizes"] + flagged["trees"]
+    for row in rows:
         assert row["bytes"] == c.BYTES_PER_PARAM * row["size"]
         assert math.isclose(row["gb_per_s"], row["bytes"] / row["median"] / 1e9)
         assert math.isclose(row["fraction_of_bandwidth"], row["gb_per_s"] / limit)
@@ -158,10 +183,50 @@ class _Fixed:
 def test_disagreeing_contender_stops_the_benchmark():
     problem = c.Problem(1, 3)
     runners = {"a": _Fixed([1, 2, 3]), "b": _Fixed([1, 2, 3.0001])}
-    _suites._check_agreement(runners, problem, {})
+    families = dict.fromkeys("abc", "heavy ball")
+    _suites._check_agreement(runners, families, problem, {})
     runners["c"] = _Fixed([1, 2, 3.1])
     with pytest.raises(AssertionError, match="c disagrees"):
-        _suites._check_agreement(runners, problem, {})
+        _suites._check_agreement(runners, families, problem, {})
+
+
+def test_contenders_are_checked_against_those_of_the_same_update():
+    problem = c.Problem(1, 3)
+    runners = {"a": _Fixed([1, 2, 3]), "n": _Fixed([1, 2, 3.1])}
+    families = {"a": "heavy ball", "n": "nesterov"}
+    reference = {}
+    _suites._check_agreement(runners, families, problem, reference)
+    runners = {"m": _Fixed([1, 2, 3.1])}
+    with pytest.raises(AssertionError, match="m disagrees"):
+        _suites._check_agreement(runners, {"m": "heavy ball"}, problem, reference)
+
+
+@pytest.mark.skipif(not (HAS_CC or REQUIRE_OPTIONAL), reason="no C compiler")
+@pytest.mark.parametrize("kind", list(_native.OnePass.WORDS))
+def test_the_one_pass_kernels_compute_what_they_claim(kind):
+    rng = np.random.default_rng(0)
+    p, g = (rng.standard_normal(70_000, np.float32) for _ in range(2))
+    kernel = _native.OnePass(kind, p, g, learning_rate=0.01, momentum=0.9)
+    kernel.run(3)
+    p64, v64, g64 = p.astype(np.float64), np.zeros(p.size), g.astype(np.float64)
+    for _ in range(3):
+        if kind == "momentum":
+            v64 = 0.9 * v64 - 0.01 * g64
+            p64 = p64 + v64
+        elif kind == "scale":
+            p64 = 0.999 * p64
+        else:
+            p64 = p64 + 0.999 * g64
+    # float32 arithmetic over 3 steps: a few ulps of values of order 1.
+    np.testing.assert_allclose(kernel.params(), p64, rtol=1e-5, atol=1e-6)
+
+
+def test_the_suite_refuses_to_start_with_the_flag(monkeypatch, capsys):
+    monkeypatch.setenv("XLA_FLAGS", _cli.FLAG)
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["--quick"])
+    assert exit_info.value.code == 2
+    assert "run the suite without it" in capsys.readouterr().err
 
 
 def test_targets_compare_the_right_rows():
@@ -203,6 +268,59 @@ def test_targets_compare_the_right_rows():
         "momentax sutskever at 1e+03 params / best of optax.sgd and torch fused"
     ]
     assert (large["measured"], large["met"]) == (1.0, True)
+
+
+def test_optax_ratios_pair_each_update_with_its_optax_peer():
+    rows = [
+        {"problem": "1e+07", "contender": name, "median": median}
+        for name, median in (
+            ("momentax sutskever", 1.0),
+            ("optax.sgd", 2.0),
+            ("momentax pytorch nesterov", 3.0),
+            ("optax.sgd nesterov", 4.0),
+            ("momentax pytorch (no donation)", 5.0),
+            ("optax.sgd (no donation)", 10.0),
+            ("jax.numpy", 1.0),
+        )
+    ]
+    assert sorted(_report._optax_ratios(rows)) == [
+        (0.5, "momentax pytorch (no donation) on 1e+07"),
+        (0.5, "momentax sutskever on 1e+07"),
+        (0.75, "momentax pytorch nesterov on 1e+07"),
+    ]
+
+
+def test_flag_targets_use_the_flagged_rows():
+    def row(contender, median, size, fraction):
+        return {
+            "problem": f"{size:.0e}",
+            "contender": contender,
+            "median": median,
+            "size": size,
+            "fraction_of_bandwidth": fraction,
+        }
+
+    flagged = [
+        row("momentax sutskever", 1.0, 10**6, 0.5),
+        row("optax.sgd", 9.0, 10**6, 0.1),  # below 1e7: not a speed-up target
+        row("momentax sutskever", 1.0, 10**7, 0.97),
+        row("optax.sgd", 1.5, 10**7, 0.6),
+        row("momentax pytorch nesterov", 1.0, 10**7, 0.9),
+        row("optax.sgd nesterov", 1.1, 10**7, 0.8),
+    ]
+    got = {
+        t["target"]: t for t in _report._flag_targets({"with_flag": {"sizes": flagged}})
+    }
+    fraction = (
+        "with the flag: momentax sutskever at 1e+07 params, "
+        "fraction of the one-pass limit"
+    )
+    assert (got[fraction]["measured"], got[fraction]["met"]) == (0.97, True)
+    nesterov = fraction.replace("sutskever", "pytorch nesterov")
+    assert got[nesterov]["met"] is False
+    speedup = next(t for name, t in got.items() if "speed-up" in name)
+    assert math.isclose(speedup["measured"], 1.1) and speedup["met"] is False
+    assert "momentax pytorch nesterov on 1e+07" in speedup["detail"]
 
 
 @pytest.mark.parametrize(
