@@ -25,6 +25,10 @@ LEARNING_RATE = 0.01
 MOMENTUM = 0.9
 BYTES_PER_PARAM = 5 * 4  # read p, g, v and write p, v, float32
 ONE_PASS = "C one-pass (reference)"
+# The same optax.sgd step a second time: the two rows differ only by noise.
+OPTAX_AGAIN = "optax.sgd (second instance)"
+TRAIN_STEP = "momentax train step, quadratic loss"
+TRAIN_FIT = "momentax fit (scan), quadratic loss"
 Arrays = list[np.ndarray]
 
 
@@ -135,7 +139,9 @@ class JaxFit:
         params: Any,
         grads: Any,
         steps_per_call: int,
+        loss: Callable[[Any, Any], jax.Array] | None = None,
     ):
+        self._loss = _linear_loss if loss is None else loss
         self._optimizer = optimizer
         self._params = params
         self._state = optimizer.init(params)
@@ -145,7 +151,7 @@ class JaxFit:
     def run(self, calls: int) -> None:
         for _ in range(calls):
             result = momentax.training.fit(
-                _linear_loss,
+                self._loss,
                 self._optimizer,
                 self._params,
                 opt_state=self._state,
@@ -158,6 +164,46 @@ class JaxFit:
 
     def params(self) -> np.ndarray:
         return _flat(_unpacked(self._params))
+
+
+def _quadratic_loss(params: Any, targets: Any) -> jax.Array:
+    """``0.5 * sum (p - t)^2``: its gradient ``p - t`` is computed in the step.
+
+    With fixed gradients (``_linear_loss``) XLA hoists ``-lr * g`` out of
+    ``fit``'s loop into a temporary buffer; here nothing is loop-invariant, as
+    in real training.
+    """
+    terms = [
+        0.5 * jnp.sum((p - t) ** 2)
+        for p, t in zip(
+            jax.tree.leaves(params), jax.tree.leaves(_unpacked(targets)), strict=True
+        )
+    ]
+    return jnp.sum(jnp.stack(terms))
+
+
+class TrainStep:
+    """``momentax.training.make_train_step`` on the quadratic loss, donated."""
+
+    def __init__(
+        self, optimizer: optax.GradientTransformation, params: Arrays, targets: Arrays
+    ):
+        self._step = momentax.training.make_train_step(
+            _quadratic_loss, optimizer, record=()
+        )
+        self._params = _jax_leaves(params)
+        self._state = optimizer.init(self._params)
+        self._targets = _jax_leaves(targets)
+
+    def run(self, calls: int) -> None:
+        params, state = self._params, self._state
+        for _ in range(calls):
+            params, state, _ = self._step(params, state, self._targets)
+        jax.block_until_ready((params, state))  # type: ignore[no-untyped-call]
+        self._params, self._state = params, state
+
+    def params(self) -> np.ndarray:
+        return _flat(self._params)
 
 
 class TorchStep:
@@ -200,8 +246,9 @@ class Contender:
         steps_per_call: Optimizer steps one call runs (fit runs many).
         words: Float32 arrays of the problem's size the contender keeps alive
             (for grouping within the memory budget).
-        nesterov: Whether it runs Nesterov's update (contenders are checked
-            against those of the same update).
+        family: The update it runs: ``"heavy ball"`` on the fixed gradients,
+            ``"nesterov"``, or ``"quadratic loss"`` (gradients computed from
+            the params). Contenders are checked against those of their family.
     """
 
     name: str
@@ -209,7 +256,7 @@ class Contender:
     donate: bool | None
     steps_per_call: int
     words: int
-    nesterov: bool = False
+    family: str = "heavy ball"
 
 
 def _jax_leaves(arrays: Arrays) -> list[jax.Array]:
@@ -217,7 +264,7 @@ def _jax_leaves(arrays: Arrays) -> list[jax.Array]:
 
 
 def step_contenders(
-    *, fit_steps: int, packed: bool, torch: Any | None
+    *, fit_steps: int, packed: bool, torch: Any | None, trained: bool = False
 ) -> list[Contender]:
     """The contenders for one problem.
 
@@ -225,6 +272,8 @@ def step_contenders(
         fit_steps: Steps per ``momentax.training.fit`` call.
         packed: Include ``momentax.training.pack``'d params (for many-leaf trees).
         torch: The ``torch`` module, or None to leave PyTorch out.
+        trained: Include a train step and ``fit`` on a quadratic loss, whose
+            gradients are computed from the params in the step.
 
     Returns:
         The contenders, momentax first.
@@ -243,7 +292,7 @@ def step_contenders(
             True,
             1,
             3,
-            nesterov=True,
+            family="nesterov",
         )
         for name, make in {
             "momentax sutskever": lambda: momentax.momentum(
@@ -328,6 +377,40 @@ def step_contenders(
                 True,
                 fit_steps,
                 4,
+            ),
+        ]
+    contenders.append(
+        Contender(
+            OPTAX_AGAIN,
+            lambda p, g: _optax_step(optimizers["optax.sgd"](), p, g, True),
+            True,
+            1,
+            3,
+        )
+    )
+    if trained:
+        contenders += [
+            Contender(
+                TRAIN_STEP,
+                lambda p, g: TrainStep(optimizers["momentax sutskever"](), p, g),
+                True,
+                1,
+                3,
+                family="quadratic loss",
+            ),
+            Contender(
+                TRAIN_FIT,
+                lambda p, g: JaxFit(
+                    optimizers["momentax sutskever"](),
+                    _jax_leaves(p),
+                    _jax_leaves(g),
+                    fit_steps,
+                    loss=_quadratic_loss,
+                ),
+                True,
+                fit_steps,
+                3,
+                family="quadratic loss",
             ),
         ]
     if _native.library()[0] is not None:

@@ -251,6 +251,20 @@ def targets(results: dict[str, Any]) -> list[Row]:
                     )
                 )
     out += _flag_targets(results)
+    if sizes:
+        largest = max(sizes, key=lambda row: row["size"])["problem"]
+        fit = _median(sizes, largest, "momentax fit (scan), quadratic loss")
+        one = _median(sizes, largest, "momentax train step, quadratic loss")
+        if fit is not None and one is not None:
+            out.append(
+                _target(
+                    f"fit at {largest} params, per step / one donated train step",
+                    fit / one,
+                    1.05,
+                    True,
+                    "quadratic loss, gradients computed in the step; ratio of medians",
+                )
+            )
     ratios = _optax_ratios(sizes) + _optax_ratios(trees)
     if ratios:
         worst, where = max(ratios)
@@ -261,6 +275,25 @@ def targets(results: dict[str, Any]) -> list[Row]:
                 1.03,
                 True,
                 f"worst: {where}; {len(ratios)} ratios of medians",
+            )
+        )
+    again = [
+        (max(a, b) / min(a, b), row["problem"])
+        for row in sizes + trees
+        if row["contender"] == "optax.sgd (second instance)"
+        and (a := row["median"]) > 0
+        and (b := _median(sizes + trees, row["problem"], "optax.sgd")) is not None
+    ]
+    if again:
+        spread, where = max(again)
+        out.append(
+            _target(
+                "noise floor: optax.sgd against a second instance of itself, worst",
+                spread,
+                1.03,
+                True,
+                f"worst on {where}: above 1.03, the run cannot resolve the 1.03 "
+                "target above",
             )
         )
     size_ratios = [r for r, _ in _optax_ratios(sizes)]

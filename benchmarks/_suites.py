@@ -105,7 +105,9 @@ def steps(
     for problem in problems:
         params, grads = problem.arrays()
         warm_steps = fit_steps(problem)
-        contenders = c.step_contenders(fit_steps=warm_steps, packed=packed, torch=torch)
+        contenders = c.step_contenders(
+            fit_steps=warm_steps, packed=packed, torch=torch, trained=not packed
+        )
         reference: dict[str, np.ndarray] = {}
         for group in _groups(contenders, problem.size):
             log(f"steps, {problem.label}: {', '.join(x.name for x in group)}")
@@ -117,9 +119,7 @@ def steps(
                 calls_left = warm_steps // contender.steps_per_call - 1
                 if calls_left > 0:
                     runner.run(calls_left)
-            families = {
-                x.name: "nesterov" if x.nesterov else "heavy ball" for x in group
-            }
+            families = {x.name: x.family for x in group}
             _check_agreement(runners, families, problem, reference)
             stats = measure(runners, firsts, settings)
             for contender in group:

@@ -105,6 +105,8 @@ def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
             assert expected <= names, (section, problem, expected - names)
         if section == "trees":
             assert {"momentax packed", "momentax packed fit (scan)"} <= names
+        else:
+            assert {c.TRAIN_STEP, c.TRAIN_FIT} <= names
         for row in rows:
             assert 0 < row["minimum"] <= row["median"], row
             assert row["p25"] <= row["median"] <= row["p75"], row
