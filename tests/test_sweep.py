@@ -162,3 +162,21 @@ def test_sweep_keeps_the_chain_contract(monkeypatch):
         strict=True,
     ):
         assert jnp.array_equal(got, want)
+
+
+def _two_steps(learning_rate, params):
+    optimizer = momentax.momentum(learning_rate, 0.9, nesterov=True)
+    state = optimizer.init(params)
+    for _ in range(2):
+        updates, state = optimizer.update(params, state, params)
+    return jnp.sum(optax.apply_updates(params, updates))
+
+
+def test_forced_sweep_differentiates_and_vectorizes_as_the_usual_form(monkeypatch):
+    params = jnp.arange(3.0)
+    learning_rates = jnp.array([0.1, 0.2])
+    transform = jax.jit(jax.vmap(jax.grad(_two_steps), in_axes=(0, None)))
+    usual = transform(learning_rates, params)
+    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    swept = jax.jit(jax.vmap(jax.grad(_two_steps), in_axes=(0, None)))
+    assert jnp.array_equal(swept(learning_rates, params), usual)
