@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
-from momentax._trees import check_like
+from momentax._trees import check_like, scalars
 
 
 def scale_by_learning_rate(
@@ -50,8 +50,12 @@ def scale_by_learning_rate(
         hp.check_prefix("learning_rate", learning_rate, updates, "updates")
         count = state.count if counted else None
         rates = hp.resolve("learning_rate", learning_rate, count, updates)
+        # One negated rate per rate and dtype, not per leaf (see scalars).
+        negated = scalars(lambda lr, dtype: -jnp.asarray(lr, dtype))
         updates = jax.tree.map(
-            lambda g, lr: -jnp.asarray(lr, jnp.result_type(g)) * g, updates, rates
+            lambda g, lr: jax.lax.mul(negated(lr, jnp.result_type(g)), g),
+            updates,
+            rates,
         )
         if counted:
             state = optax.ScaleByScheduleState(count=optax.safe_increment(count))

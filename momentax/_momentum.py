@@ -12,11 +12,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from momentax import _hyperparams as hp
 from momentax._sharding import shard_like
 from momentax._state import MomentumState
-from momentax._trees import check_like, check_params, velocity_dtype, wider_dtype
+from momentax._trees import (
+    cast,
+    check_like,
+    check_params,
+    scalars,
+    velocity_dtype,
+    wider_dtype,
+)
 
 
 def _check_options(momentum: hp.HyperParam, nesterov: Any, dampening: Any) -> None:
@@ -169,11 +177,14 @@ def scale_by_momentum(
             check_like(updates, params, "params")
         hp.check_prefix("momentum", momentum, updates, "updates")
         momenta = hp.resolve("momentum", momentum, state.count, updates)
+        as_dtype = scalars(jnp.asarray)
 
+        # lax, not jnp operators, and no casts that change nothing: all operands
+        # have one dtype here, and this runs once per leaf at every trace.
         def leaf(g: jax.Array, v: jax.Array, mu: Any) -> tuple[jax.Array, jax.Array]:
             dtype = wider_dtype(g.dtype, v.dtype)
-            x = g.astype(dtype)
-            mu = jnp.asarray(mu, dtype)
+            x = cast(g, dtype)
+            mu = as_dtype(mu, dtype)
             if damped:
                 # As torch.optim.SGD: the first step is undamped (b_1 = g_1), and
                 # dampening does nothing where momentum is 0.
@@ -182,9 +193,9 @@ def scale_by_momentum(
                 x_in = jnp.where(undamped, jnp.ones_like(keep), keep) * x
             else:
                 x_in = x
-            new_v = mu * v.astype(dtype) + x_in
-            out = x + mu * new_v if nesterov else new_v
-            return out.astype(g.dtype), shard_like(new_v.astype(v.dtype), v)
+            new_v = lax.add(lax.mul(mu, cast(v, dtype)), x_in)
+            out = lax.add(x, lax.mul(mu, new_v)) if nesterov else new_v
+            return cast(out, g.dtype), shard_like(cast(new_v, v.dtype), v)
 
         steps = jax.tree.map(leaf, updates, state.velocity, momenta)
         outer = jax.tree.structure(updates)

@@ -1,5 +1,6 @@
 """Checks and dtypes of the trees the transforms see: params, updates, buffers."""
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -24,6 +25,38 @@ def wider_dtype(a: Any, b: Any) -> Any:
         return a
     with jax.numpy_dtype_promotion("standard"):
         return jnp.promote_types(a, b)
+
+
+def cast(x: Any, dtype: Any) -> Any:
+    """``x.astype(dtype)``, or ``x`` itself where that changes nothing.
+
+    The update casts every leaf to its compute dtype and back; skipping the
+    casts that do nothing saves their tracing, once per leaf and call.
+    """
+    if x.dtype == dtype and not getattr(x, "weak_type", False):
+        return x
+    return x.astype(dtype)
+
+
+def scalars(
+    convert: Callable[[Any, Any], jax.Array],
+) -> Callable[[Any, Any], jax.Array]:
+    """``convert(value, dtype)``, computed once per value object and dtype.
+
+    A hyperparameter resolves to one value object for every leaf it applies
+    to: converting it once per update rather than once per leaf gives one
+    operation in the trace instead of one per leaf. Use a new cache per call
+    (it holds the values, so that their ids stay theirs).
+    """
+    made: dict[tuple[int, Any], tuple[Any, jax.Array]] = {}
+
+    def get(value: Any, dtype: Any) -> jax.Array:
+        key = (id(value), jnp.dtype(dtype))
+        if key not in made:
+            made[key] = (value, convert(value, dtype))
+        return made[key][1]
+
+    return get
 
 
 def check_params(params: Any, accumulator_dtype: jnp.dtype | None = None) -> None:

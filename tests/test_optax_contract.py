@@ -224,18 +224,22 @@ def test_heavy_ball_tuning_is_finite_at_extreme_curvatures():
     assert 0.0 <= tuning.momentum <= 1.0 and tuning.learning_rate > 0
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize(
+    "dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.float8_e4m3fn]
+)
 @pytest.mark.parametrize("jit", [False, True])
 def test_the_update_is_the_buffer_bit_for_bit(dtype, jit):
-    # The lr-inside update is written as copysign(v, v) so that XLA:CPU fuses the
-    # params' add; it must still be v itself: signed zeros, NaNs, infinities.
+    # The lr-inside update is written as reduce_precision(v) to v's own widths
+    # (copysign(v, v) for float8) so that XLA:CPU fuses the params' add; it must
+    # still be v itself: signed zeros, NaNs, infinities.
     values = [0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, np.nan, -np.nan, 1e-8]
     grads = {"w": jnp.asarray(values, dtype)}
     opt = momentax.momentum(1.0, 0.5)
     update = jax.jit(opt.update) if jit else opt.update
     updates, state = update(grads, opt.init(grads))
     velocity = helpers.velocity(state)["w"]
+    bits = {1: np.uint8, 2: np.uint16, 4: np.uint32}[jnp.dtype(dtype).itemsize]
     np.testing.assert_array_equal(
-        np.asarray(updates["w"]).view(np.uint16 if dtype != jnp.float32 else np.uint32),
-        np.asarray(velocity).view(np.uint16 if dtype != jnp.float32 else np.uint32),
+        np.asarray(updates["w"]).view(bits),
+        np.asarray(velocity).view(bits),
     )
