@@ -14,11 +14,11 @@ from typing import Any
 
 import jax
 
+from benchmarks import _compile, _report, _suites
 from benchmarks import _contenders as c
-from benchmarks import _report, _suites
 from benchmarks._timing import Settings
 
-SECTIONS = ("bandwidth", "sizes", "trees", "regression", "memory")
+SECTIONS = ("bandwidth", "sizes", "trees", "regression", "memory", "compile")
 STEP_SECTIONS = ("sizes", "trees")
 # XLA:CPU's multi-output fusion, off by default: the step sections run again
 # in a child process started with it (XLA reads XLA_FLAGS once, at start).
@@ -29,6 +29,8 @@ GPU_SIZES = (10**8, 5 * 10**8, 10**9)
 QUICK_SIZES = (10**3, 10**5, 10**6)
 FULL_TREES = (c.Problem(200, 5000), c.Problem(1000, 1000), c.Problem(1000, 10))
 QUICK_TREES = (c.Problem(20, 5000), c.Problem(100, 1000), c.Problem(100, 10))
+FULL_LEAF_COUNTS = (100, 1000, 3000)
+QUICK_LEAF_COUNTS = (10, 30)
 
 
 def _positive_int(text: str) -> int:
@@ -91,6 +93,12 @@ def parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=None,
         help="seconds each timed sample lasts at least (calls are repeated)",
+    )
+    p.add_argument(
+        "--compile-repeats",
+        type=_positive_int,
+        default=None,
+        help="first calls timed per compile case (default 3; 1 with --quick)",
     )
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument(
@@ -174,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "min_sample_time": settings.min_sample_time,
             "learning_rate": c.LEARNING_RATE,
             "momentum": c.MOMENTUM,
+            "compile_repeats": args.compile_repeats or (1 if quick else 3),
         },
     }
     if torch is None:
@@ -213,6 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "memory" in sections:
         memory_problems = [c.Problem(1, max(sizes)), trees[1]]
         results["memory"] = _suites.memory(memory_problems, log)
+    if "compile" in sections:
+        results["compile"] = _compile.compile_times(
+            QUICK_LEAF_COUNTS if quick else FULL_LEAF_COUNTS,
+            log,
+            repeats=results["settings"]["compile_repeats"],
+        )
     results["targets"] = _report.targets(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
 

@@ -15,7 +15,7 @@ import jax
 
 import momentax
 import momentax.training
-from benchmarks import _native
+from benchmarks import _compile, _native
 
 Row = dict[str, Any]
 
@@ -385,6 +385,52 @@ def targets(results: dict[str, Any]) -> list[Row]:
                     "donated train step; ideal = params + gradients + velocity",
                 )
             )
+    out += _compile_targets(results.get("compile", []))
+    return out
+
+
+GROWTH_LIMIT = 1.1
+"""The compile-time growth exponent allowed: linear (1), plus 0.1 for noise."""
+
+
+def _compile_targets(rows: list[Row]) -> list[Row]:
+    """The compile targets: the ratios to optax.sgd, and momentax's growth."""
+    out = []
+    counts = sorted({row["leaves"] for row in rows})
+    for what in _compile.COMPARED:
+        for count in counts:
+            ratio = _compile.ratio(rows, what, count)
+            if ratio is not None:
+                out.append(
+                    _target(
+                        f"compile: {what} at {count} leaves, momentax / optax.sgd",
+                        ratio,
+                        1.1,
+                        True,
+                        "first call minus a warm call, ratio of medians",
+                    )
+                )
+    for what in _compile.COMPARED:
+        grows = _compile.growth(rows, what, "momentax")
+        if grows is None:
+            continue
+        theirs = _compile.growth(rows, what, "optax.sgd")
+        detail = (
+            f"log(t({grows['to']}) / t({grows['from']})) / "
+            f"log({grows['to']} / {grows['from']}): 1 is linear; "
+            f"{GROWTH_LIMIT:g} allows 0.1 for noise"
+        )
+        if theirs is not None:
+            detail += f"; optax.sgd's: {theirs['exponent']:.2f}"
+        out.append(
+            _target(
+                f"compile: {what} (momentax), growth exponent in the leaf count",
+                grows["exponent"],
+                GROWTH_LIMIT,
+                True,
+                detail,
+            )
+        )
     return out
 
 
@@ -530,6 +576,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _table(
             ["params", "step", "donated", "peak MiB", "ideal MiB", "peak / ideal"], body
         )
+    if results.get("compile"):
+        lines += _compile_tables(results["compile"])
     if results.get("targets"):
         lines += ["", "## Targets", ""]
         body = [
@@ -543,6 +591,62 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         lines += _table(["target", "measured", "needed", ""], body)
     return "\n".join(lines) + "\n"
+
+
+def _compile_tables(rows: list[Row]) -> list[str]:
+    """Compile times by case and leaf count, and their split at the largest."""
+    counts = sorted({row["leaves"] for row in rows})
+    keys = list(dict.fromkeys((row["what"], row["optimizer"]) for row in rows))
+    by_key = {(row["what"], row["optimizer"], row["leaves"]): row for row in rows}
+    leaf_size = rows[0]["leaf_size"]
+    lines = [
+        "",
+        "## Compile time",
+        "",
+        f"Leaves of {leaf_size} float32, sum-of-squares loss; the first call of "
+        "fresh functions minus a warm call, median seconds (momentax / optax.sgd "
+        "in brackets). Growth: log(t_b / t_a) / log(b / a) over the two largest "
+        f"leaf counts (1 is linear). `fit` runs {_compile.FIT_STEPS} steps.",
+        "",
+    ]
+    body = []
+    for what, optimizer in keys:
+        cells = []
+        for count in counts:
+            row = by_key.get((what, optimizer, count))
+            if row is None:
+                cells.append("")
+                continue
+            cell = seconds(row["seconds"])
+            ratio = _compile.ratio(rows, what, count)
+            if optimizer == "momentax" and ratio is not None:
+                cell += f" ({ratio:.2f}x)"
+            cells.append(cell)
+        grows = _compile.growth(rows, what, optimizer)
+        label = _compile.label({"what": what, "optimizer": optimizer})
+        body.append(
+            [label, *cells, "" if grows is None else f"{grows['exponent']:.2f}"]
+        )
+    lines += _table(["case", *(f"{n} leaves" for n in counts), "growth"], body)
+    largest = counts[-1]
+    lines += [
+        "",
+        f"Where the time goes at {largest} leaves (medians of each part): "
+        "tracing and Python, lowering to StableHLO, XLA's compilation.",
+        "",
+    ]
+    body = [
+        [
+            _compile.label(row),
+            seconds(row["trace"]),
+            seconds(row["lower"]),
+            seconds(row["xla"]),
+        ]
+        for row in rows
+        if row["leaves"] == largest
+    ]
+    lines += _table(["case", "trace", "lower", "XLA"], body)
+    return lines
 
 
 def _step_cell(row: Row, _: str) -> str:

@@ -8,6 +8,7 @@ refuses to compare contenders that compute different things.
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import _cli, _native, _report, _suites
+from benchmarks import _cli, _compile, _native, _report, _suites
 from benchmarks import _contenders as c
 from benchmarks._timing import summarize
 from tests.helpers import REQUIRE_OPTIONAL, optional_import, subprocess_env
@@ -71,6 +72,7 @@ def test_quick_run_writes_json_markdown_and_plot(quick):
         "Many leaves",
         "multi-output fusion",
         "regression",
+        "Compile time",
     ):
         assert heading in markdown
     assert results["command"] == "python -m benchmarks --quick --out " + str(out)
@@ -153,6 +155,84 @@ def test_memory_rows_and_targets_are_reported(quick):
     assert any(name.startswith("peak memory / ideal") for name in names)
     for target in results["targets"]:
         assert target["met"] in (True, False)
+
+
+def test_compile_section_times_every_case_at_every_leaf_count(quick):
+    _, results, _ = quick
+    rows = results["compile"]
+    repeats = results["settings"]["compile_repeats"]
+    expected = {
+        (case.what, case.optimizer, count)
+        for case in _compile.CASES
+        for count in _cli.QUICK_LEAF_COUNTS
+        if case.max_leaves is None or count <= case.max_leaves
+    }
+    assert {(r["what"], r["optimizer"], r["leaves"]) for r in rows} == expected
+    for row in rows:
+        assert row["leaf_size"] == _compile.LEAF_SIZE
+        assert len(row["samples"]) == repeats
+        assert row["seconds"] == statistics.median(row["samples"])
+        for key in ("seconds", "trace", "lower", "xla", "warm_call"):
+            assert row[key] >= 0, (key, row)
+        # Something compiled on every first call, and XLA said how long it took.
+        assert row["xla"] > 0 and row["first_call"] > row["warm_call"], row
+    names = {t["target"] for t in results["targets"]}
+    for what in _compile.COMPARED:
+        for count in _cli.QUICK_LEAF_COUNTS:
+            assert f"compile: {what} at {count} leaves, momentax / optax.sgd" in names
+        assert f"compile: {what} (momentax), growth exponent in the leaf count" in names
+
+
+def test_compile_ratios_and_growth_follow_from_the_rows():
+    def row(what, optimizer, leaves, seconds):
+        return {
+            "what": what,
+            "optimizer": optimizer,
+            "leaves": leaves,
+            "leaf_size": 3,
+            "seconds": seconds,
+            "trace": 0.0,
+            "lower": 0.0,
+            "xla": seconds,
+        }
+
+    rows = [
+        row("fit", "momentax", 100, 1.0),
+        row("fit", "momentax", 1000, 10.0),
+        row("fit", "momentax", 3000, 90.0),
+        row("fit", "optax.sgd", 100, 1.0),
+        row("fit", "optax.sgd", 1000, 8.0),
+        row("fit", "optax.sgd", 3000, 30.0),
+        row("grad of the loss", None, 1000, 2.0),
+    ]
+    assert _compile.ratio(rows, "fit", 1000) == 10.0 / 8.0
+    assert _compile.ratio(rows, "grad of the loss", 1000) is None
+    grows = _compile.growth(rows, "fit", "momentax")
+    # Quadratic between the two largest counts: 9x the time for 3x the leaves.
+    assert math.isclose(grows["exponent"], 2.0)
+    assert (grows["from"], grows["to"]) == (1000, 3000)
+    assert _compile.growth(rows, "grad of the loss", None) is None
+    got = {t["target"]: t for t in _report.targets({"compile": rows})}
+    ratio = got["compile: fit at 1000 leaves, momentax / optax.sgd"]
+    assert (ratio["measured"], ratio["met"]) == (1.25, False)
+    assert got["compile: fit at 100 leaves, momentax / optax.sgd"]["met"] is True
+    growth = got["compile: fit (momentax), growth exponent in the leaf count"]
+    assert growth["met"] is False and growth["threshold"] == _report.GROWTH_LIMIT
+    assert "optax.sgd's: 1.20" in growth["detail"]
+    markdown = _report.markdown(
+        {
+            "environment": {
+                key: "x" for key in ("device", "backend", "cpu", "cpu_count")
+            }
+            | {key: "x" for key in ("memory_gib", "jax", "optax", "torch", "momentax")}
+            | {"commit": "x", "date": "x"},
+            "command": "x",
+            "compile": rows,
+        }
+    )
+    assert "| fit (momentax) | 1 s (1.00x) | 10 s (1.25x) | 90 s (3.00x) | 2.00 |" in (
+        markdown
+    )
 
 
 def test_summarize_gives_median_quartiles_and_minimum():
