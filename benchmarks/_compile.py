@@ -97,21 +97,35 @@ def _jit_step(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
     return run
 
 
-def _fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
-    """``momentax.training.fit`` for ``FIT_STEPS`` steps, recording the loss."""
-    loss = _loss()
-    params = _params(num_leaves)
+def _fitting(
+    loss: Callable[[Any, jax.Array], jax.Array],
+    optimizer: optax.GradientTransformation,
+    params: Any,
+    **options: Any,
+) -> Run:
+    """A call of ``momentax.training.fit`` for ``FIT_STEPS`` steps from ``params``."""
     carry = [params, optimizer.init(params)]
     target = jnp.float32(_TARGET)
 
     def run() -> None:
         result = momentax.training.fit(
-            loss, optimizer, carry[0], target, num_steps=FIT_STEPS, opt_state=carry[1]
+            loss,
+            optimizer,
+            carry[0],
+            target,
+            num_steps=FIT_STEPS,
+            opt_state=carry[1],
+            **options,
         )
         jax.block_until_ready(result)  # type: ignore[no-untyped-call]
         carry[:] = result.params, result.opt_state
 
     return run
+
+
+def _fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
+    """``momentax.training.fit`` for ``FIT_STEPS`` steps, recording the loss."""
+    return _fitting(_loss(), optimizer, _params(num_leaves))
 
 
 def _scan(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
@@ -142,42 +156,12 @@ def _scan(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
 
 def _packed_fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
     """``fit`` on ``momentax.training.pack``'d params: what a user can do."""
-    loss = _loss()
-    params = momentax.training.pack(_params(num_leaves))
-    carry = [params, optimizer.init(params)]
-    target = jnp.float32(_TARGET)
-
-    def run() -> None:
-        result = momentax.training.fit(
-            loss, optimizer, carry[0], target, num_steps=FIT_STEPS, opt_state=carry[1]
-        )
-        jax.block_until_ready(result)  # type: ignore[no-untyped-call]
-        carry[:] = result.params, result.opt_state
-
-    return run
+    return _fitting(_loss(), optimizer, momentax.training.pack(_params(num_leaves)))
 
 
 def _unrecorded_fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
     """``fit`` with ``record=()``: the loss's value is never computed."""
-    loss = _loss()
-    params = _params(num_leaves)
-    carry = [params, optimizer.init(params)]
-    target = jnp.float32(_TARGET)
-
-    def run() -> None:
-        result = momentax.training.fit(
-            loss,
-            optimizer,
-            carry[0],
-            target,
-            num_steps=FIT_STEPS,
-            opt_state=carry[1],
-            record=(),
-        )
-        jax.block_until_ready(result)  # type: ignore[no-untyped-call]
-        carry[:] = result.params, result.opt_state
-
-    return run
+    return _fitting(_loss(), optimizer, _params(num_leaves), record=())
 
 
 def _stacked_fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
@@ -186,18 +170,7 @@ def _stacked_fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Ru
     def loss(params: jax.Array, target: jax.Array) -> jax.Array:
         return 0.5 * jnp.sum((params - target) ** 2)
 
-    params = jnp.stack(_params(num_leaves))
-    carry = [params, optimizer.init(params)]
-    target = jnp.float32(_TARGET)
-
-    def run() -> None:
-        result = momentax.training.fit(
-            loss, optimizer, carry[0], target, num_steps=FIT_STEPS, opt_state=carry[1]
-        )
-        jax.block_until_ready(result)  # type: ignore[no-untyped-call]
-        carry[:] = result.params, result.opt_state
-
-    return run
+    return _fitting(loss, optimizer, jnp.stack(_params(num_leaves)))
 
 
 def _gradient(with_value: bool) -> Callable[[int, None], Run]:

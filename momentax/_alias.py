@@ -51,37 +51,11 @@ def _add_decayed_weights(weight_decay: hp.Scalar) -> optax.GradientTransformatio
     return optax.stateless(decay)
 
 
-# Exponent and mantissa widths of the dtypes whose values reduce_precision to
-# those widths passes through bit for bit (as copysign did: XLA:CPU quiets
-# bfloat16's signalling NaNs in both).
-_OWN_PRECISION = {
-    jnp.dtype(jnp.float16): (5, 10),
-    jnp.dtype(jnp.bfloat16): (8, 7),
-    jnp.dtype(jnp.float32): (8, 23),
-    jnp.dtype(jnp.float64): (11, 52),
-}
-
-
-def _same_bits(x: jax.Array) -> jax.Array:
-    """``x`` itself, written so that ``params + x`` compiles to a fast loop.
-
-    XLA:CPU compiles a lone elementwise add (``optax.apply_updates(p, v)`` in
-    the lr-inside convention) through a slower path than a fused loop: about
-    2x slower at 1e5-1e6 float32 params, behind ``optax.sgd``'s multiply-add.
-    ``reduce_precision`` to the dtype's own exponent and mantissa widths has the
-    bits of ``x`` (zeros, infinities and NaNs included), XLA does not simplify
-    it away, and it fuses into that add, which then takes the fused-loop path.
-    It is one operation per leaf: ``copysign(x, x)``, which did the same
-    before, is six and two nested calls: at 1000 small leaves it took about
-    as much of XLA's compile time as the rest of the update (and it raised
-    for float8, which ``jnp.signbit`` does not support). Other dtypes (float8,
-    complex) are returned as they are: ``reduce_precision`` does not keep every
-    float8 bit pattern.
-    """
-    widths = _OWN_PRECISION.get(jnp.dtype(x.dtype))
-    if widths is None:
-        return x
-    return jax.lax.reduce_precision(x, exponent_bits=widths[0], mantissa_bits=widths[1])
+# The dtypes in which multiplying by one gives back every bit pattern the
+# update can hold (zeros of either sign, infinities, NaNs, subnormals).
+_UNIT_SCALED = frozenset(
+    jnp.dtype(t) for t in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+)
 
 
 def _fused_add(
@@ -90,8 +64,20 @@ def _fused_add(
     """``inner``, with its updates in the form XLA:CPU fuses into the params' add.
 
     Only the lr-inside chain without Nesterov needs it: its update is the new
-    buffer itself, which ``optax.apply_updates`` adds to the params alone. The
-    state is ``inner``'s.
+    buffer itself, which ``optax.apply_updates`` adds to the params alone, and
+    XLA:CPU compiles a lone elementwise add through a slower path than a fused
+    loop (about 2x slower at 1e5-1e6 float32 params, behind ``optax.sgd``'s
+    multiply-add). Under ``jit`` the update is written as ``v * 1``, with the
+    one passed through ``jax.lax.optimization_barrier`` so that XLA cannot
+    simplify the product away before fusion; it fuses into the add as Optax's
+    ``p + (-lr) * u`` does, and the compiled step has Optax's shape. Multiplying
+    by one is exact in IEEE arithmetic, so the update keeps ``v``'s bits.
+
+    (``reduce_precision`` to the dtype's own widths fused too, but XLA:CPU's
+    loop for it is 1.1-1.4x slower at 1e5-1e6 floats; ``copysign(v, v)`` is
+    six operations per leaf, a cost in compile time at many leaves.) Complex
+    and float8 updates are returned as they are. Eagerly nothing fuses, and
+    the updates are returned as they are. The state is ``inner``'s.
     """
     inner = optax.with_extra_args_support(inner)
 
@@ -102,7 +88,14 @@ def _fused_add(
         **extra_args: Any,
     ) -> tuple[optax.Updates, Any]:
         updates, state = inner.update(updates, state, params, **extra_args)
-        return jax.tree.map(_same_bits, updates), state
+        leaves, treedef = jax.tree.flatten(updates)
+        if not any(isinstance(x, jax.core.Tracer) for x in leaves):
+            return updates, state
+        dtypes = sorted({x.dtype for x in leaves if x.dtype in _UNIT_SCALED}, key=str)
+        ones = jax.lax.optimization_barrier([jnp.ones((), d) for d in dtypes])  # type: ignore[no-untyped-call]
+        one = dict(zip(dtypes, ones, strict=True))
+        scaled = [x * one[x.dtype] if x.dtype in one else x for x in leaves]
+        return jax.tree.unflatten(treedef, scaled), state
 
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 

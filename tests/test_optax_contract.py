@@ -229,10 +229,10 @@ def test_heavy_ball_tuning_is_finite_at_extreme_curvatures():
 )
 @pytest.mark.parametrize("jit", [False, True])
 def test_the_update_is_the_buffer_bit_for_bit(dtype, jit):
-    # The lr-inside update is written as reduce_precision(v) to v's own widths
-    # (copysign(v, v) for float8) so that XLA:CPU fuses the params' add; it must
-    # still be v itself: signed zeros, NaNs, infinities.
-    values = [0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, np.nan, -np.nan, 1e-8]
+    # Under jit the lr-inside update is written as v * 1 (the one behind an
+    # optimization barrier) so that XLA:CPU fuses the params' add; it must still
+    # be v itself: signed zeros, NaNs, infinities, subnormals (1e-40 in float32).
+    values = [0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, np.nan, -np.nan, 1e-8, 1e-40]
     grads = {"w": jnp.asarray(values, dtype)}
     opt = momentax.momentum(1.0, 0.5)
     update = jax.jit(opt.update) if jit else opt.update
