@@ -1,7 +1,9 @@
 """Pages parts generated at build time, so that no number on the site is copied by hand.
 
 * ``_build/generated/benchmarks.md``: the tables of ``benchmarks/results/cpu.json``,
-  rendered by the benchmark suite's own markdown writer.
+  rendered by the benchmark suite's own markdown writer, and ``compile.md``: those of
+  ``benchmarks/results/compile/cpu.json`` (the compile section, run apart: it takes
+  about 50 minutes on 2 cores).
 * ``_build/generated/<task>.txt`` and ``<task>-*.png``: the main job's output and
   plots, from running ``python -m momentax --task <task> --out ...`` for both tasks.
 """
@@ -53,6 +55,10 @@ def generate(app: Any) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     tables = benchmark_tables(ROOT / "benchmarks" / "results" / "cpu.json")
     (OUT / "benchmarks.md").write_text(tables + "\n")
+    compile_tables = benchmark_tables(
+        ROOT / "benchmarks" / "results" / "compile" / "cpu.json"
+    )
+    (OUT / "compile.md").write_text(compile_tables + "\n")
     for task in TASKS:
         (OUT / f"{task}.txt").write_text(run_main_job(task))
 
