@@ -62,7 +62,9 @@ def uses_single_sweep() -> bool:
     pass.
 
     Either way the numbers are the same, bit for bit: only the loops that XLA
-    emits change.
+    emits change. The sweep pays only where the gradients are arguments of the
+    jitted step; a step that computes them in the same ``jit`` is slower with
+    the flag (XLA then writes the gradients out before the merged loop).
 
     Returns:
         Whether jitted momentum steps traced from now on use one sweep.
