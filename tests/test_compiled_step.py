@@ -50,8 +50,9 @@ def _shape(text: str) -> tuple[int, set[str]]:
 def test_the_step_compiles_to_fused_multiply_adds_as_optax_does(convention, nesterov):
     mine = momentax.momentum(0.01, 0.9, nesterov=nesterov, convention=convention)
     theirs = optax.sgd(0.01, momentum=0.9, nesterov=nesterov)
-    fusions, opcodes = _shape(_compiled(mine))
+    text = _compiled(mine)
+    fusions, opcodes = _shape(text)
     optax_fusions, _ = _shape(_compiled(theirs))
-    assert "wrapped_" not in _compiled(mine)  # a lone op compiled outside a fusion
+    assert "wrapped_" not in text  # a lone op compiled outside a fusion
     assert opcodes <= ARITHMETIC | PLUMBING, opcodes - ARITHMETIC - PLUMBING
     assert fusions == optax_fusions
