@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
+from momentax import _trees
 from momentax._learning_rate import scale_by_learning_rate
 from momentax._momentum import scale_by_momentum
 from momentax._precision import compute_in
@@ -89,7 +90,7 @@ def _fused_add(
     ) -> tuple[optax.Updates, Any]:
         updates, state = inner.update(updates, state, params, **extra_args)
         leaves, treedef = jax.tree.flatten(updates)
-        if not any(isinstance(x, jax.core.Tracer) for x in leaves):
+        if not _trees.traced(leaves):
             return updates, state
         dtypes = sorted({x.dtype for x in leaves if x.dtype in _UNIT_SCALED}, key=str)
         ones = jax.lax.optimization_barrier([jnp.ones((), d) for d in dtypes])  # type: ignore[no-untyped-call]

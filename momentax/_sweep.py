@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from momentax import _trees
+
 _OPTION = "xla_cpu_use_multi_output_fusion"
 
 
@@ -89,7 +91,7 @@ def _sweepable(updates: Any, state: Any, params: Any) -> bool:
     a copy of the velocity.
     """
     leaves = jax.tree.leaves((updates, params))
-    if not any(isinstance(x, jax.core.Tracer) for x in leaves):
+    if not _trees.traced(leaves):
         return False
     arrays = leaves + [x for x in jax.tree.leaves(state) if jnp.ndim(x) > 0]
     return len({jnp.result_type(x) for x in arrays}) == 1

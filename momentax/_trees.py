@@ -27,6 +27,11 @@ def wider_dtype(a: Any, b: Any) -> Any:
         return jnp.promote_types(a, b)
 
 
+def traced(tree: Any) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (under ``jit``, ``vmap``, ``grad``)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
 def cast(x: Any, dtype: Any) -> Any:
     """``x.astype(dtype)``, or ``x`` itself where that changes nothing.
 
