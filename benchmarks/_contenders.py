@@ -28,6 +28,7 @@ ONE_PASS = "C one-pass (reference)"
 # The same optax.sgd step a second time: the two rows differ only by noise.
 OPTAX_AGAIN = "optax.sgd (second instance)"
 TRAIN_STEP = "momentax train step, quadratic loss"
+TRAIN_STEP_NO_SWEEP = "momentax train step, quadratic loss, single_sweep=False"
 TRAIN_FIT = "momentax fit (scan), quadratic loss"
 Arrays = list[np.ndarray]
 
@@ -393,6 +394,18 @@ def step_contenders(
             Contender(
                 TRAIN_STEP,
                 lambda p, g: TrainStep(optimizers["momentax sutskever"](), p, g),
+                True,
+                1,
+                3,
+                family="quadratic loss",
+            ),
+            Contender(
+                TRAIN_STEP_NO_SWEEP,
+                lambda p, g: TrainStep(
+                    momentax.momentum(LEARNING_RATE, MOMENTUM, single_sweep=False),
+                    p,
+                    g,
+                ),
                 True,
                 1,
                 3,

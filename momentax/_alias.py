@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
-from momentax import _trees
+from momentax import _sweep, _trees
 from momentax._learning_rate import scale_by_learning_rate
 from momentax._momentum import scale_by_momentum
 from momentax._precision import compute_in
-from momentax._sweep import single_sweep
 
 
 def _negate(updates: optax.Updates, params: optax.Params | None) -> optax.Updates:
@@ -115,6 +114,7 @@ def momentum(
     maximize: bool = False,
     convention: Convention = "sutskever",
     accumulator_dtype: Any | None = None,
+    single_sweep: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SGD with momentum, in the convention of your choice.
 
@@ -192,6 +192,17 @@ def momentum(
             ``optax.inject_hyperparams`` pass it as a string or list it in
             ``static_args``, because a dtype class is callable and would be
             taken for a schedule.
+        single_sweep: Where XLA:CPU's multi-output fusion is on (see
+            :func:`uses_single_sweep`), compute the update so that the
+            compiled step reads and writes each param and velocity once; no
+            effect elsewhere, and the same bits either way. Pass ``False`` when
+            the gradients are elementwise functions of the params computed in
+            the same ``jit`` (a loss written on the params themselves, such as
+            ``sum((p - t) ** 2)``): the sweep reads them twice, so XLA writes
+            them to a temporary buffer instead of computing them inside the
+            velocity loop, and the step is slower. Gradients that come out of
+            matrix products, convolutions or reductions are written to memory
+            anyway and lose nothing.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``: an ``optax.chain`` of
@@ -246,6 +257,7 @@ def momentum(
             f"got {convention!r}."
         )
     hp.check_flag("maximize", maximize)
+    hp.check_flag("single_sweep", single_sweep)
     hp.check_static_scalar("weight_decay", weight_decay, low=0.0, high=math.inf)
     rate = scale_by_learning_rate(learning_rate)
     buffer = scale_by_momentum(
@@ -269,4 +281,4 @@ def momentum(
         return chain  # Plain SGD: one loop already, and no velocity.
     if accumulator_dtype is not None:
         chain = compute_in(chain, accumulator_dtype)
-    return single_sweep(chain)
+    return _sweep.single_sweep(chain) if single_sweep else chain

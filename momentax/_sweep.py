@@ -64,9 +64,12 @@ def uses_single_sweep() -> bool:
     pass.
 
     Either way the numbers are the same, bit for bit: only the loops that XLA
-    emits change. The sweep pays only where the gradients are arguments of the
-    jitted step; a step that computes them in the same ``jit`` is slower with
-    the flag (XLA then writes the gradients out before the merged loop).
+    emits change. The sweep reads the gradients twice, so where they are
+    elementwise functions of the params computed in the same ``jit`` (a loss
+    written on the params themselves), XLA writes them to a temporary buffer
+    and the step is slower: build that optimizer with
+    ``momentum(..., single_sweep=False)``. Gradients passed in, or coming out
+    of matrix products, convolutions or reductions, are in memory anyway.
 
     Returns:
         Whether jitted momentum steps traced from now on use one sweep.

@@ -2,9 +2,10 @@
 
 ``python -m tests.sweep_grid`` (run by ``tests/test_sweep.py`` in a child
 process, with and without XLA:CPU's multi-output fusion) prints, as JSON,
-whether momentax uses one sweep there and, for each case, how many loops over
-the params the compiled step has and the bits of the params and velocity after
-three jitted, donated steps.
+whether momentax uses one sweep there; for each case, how many loops over the
+params the compiled step has and the bits of the params and velocity after
+three jitted, donated steps; and the temporary bytes of a train step that
+computes its gradients, with the sweep allowed and with ``single_sweep=False``.
 """
 
 import json
@@ -22,6 +23,8 @@ import momentax
 # Odd sizes, so that the leaves' shapes are easy to find in the compiled text.
 SHAPES = {"w": (1031,), "b": (7, 3)}
 STEPS = 3
+OPTED_OUT = "sutskever single_sweep=False"
+TEMP_BYTES = "train step temp bytes"
 
 
 def _decay(count: jax.Array) -> jax.Array:
@@ -60,6 +63,7 @@ def _cases() -> dict[str, Callable[[], optax.GradientTransformation]]:
     cases["sutskever injected"] = lambda: optax.inject_hyperparams(momentax.momentum)(
         learning_rate=0.01, momentum=0.9
     )
+    cases[OPTED_OUT] = lambda: momentax.momentum(0.01, 0.9, single_sweep=False)
     return cases
 
 
@@ -124,9 +128,34 @@ def run_case(make: Callable[[], optax.GradientTransformation], dtype: Any) -> An
     }
 
 
+def _quadratic(params: Any, targets: Any) -> jax.Array:
+    pairs = zip(jax.tree.leaves(params), jax.tree.leaves(targets), strict=True)
+    return sum(0.5 * jnp.sum((p - t) ** 2) for p, t in pairs)  # type: ignore[return-value]
+
+
+def train_step_temp_bytes(optimizer: optax.GradientTransformation) -> int:
+    """XLA's temporary bytes for a donated step whose gradients are ``p - t``."""
+
+    def step(params: Any, state: Any, targets: Any) -> tuple[Any, Any]:
+        grads = jax.grad(_quadratic)(params, targets)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    params = _params(jnp.float32)
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    compiled = jitted.lower(params, optimizer.init(params), params).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
 def results() -> dict[str, Any]:
     """Every case, in float32 and in bfloat16 with a float32 velocity."""
     out: dict[str, Any] = {"uses_single_sweep": momentax.uses_single_sweep()}
+    out[TEMP_BYTES] = {
+        f"single_sweep={allowed}": train_step_temp_bytes(
+            momentax.momentum(0.01, 0.9, single_sweep=allowed)
+        )
+        for allowed in (True, False)
+    }
     for name, make in _cases().items():
         out[name] = run_case(make, jnp.float32)
     out["sutskever bf16 f32 velocity"] = run_case(

@@ -108,7 +108,7 @@ def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
         if section == "trees":
             assert {"momentax packed", "momentax packed fit (scan)"} <= names
         else:
-            assert {c.TRAIN_STEP, c.TRAIN_FIT} <= names
+            assert {c.TRAIN_STEP, c.TRAIN_STEP_NO_SWEEP, c.TRAIN_FIT} <= names
         for row in rows:
             assert 0 < row["minimum"] <= row["median"], row
             assert row["p25"] <= row["median"] <= row["p75"], row

@@ -6,6 +6,7 @@ checked in this process by forcing it on.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -51,7 +52,11 @@ def grids() -> dict[str, dict]:
 
 
 def _cases(grid: dict) -> dict:
-    return {k: v for k, v in grid.items() if k != "uses_single_sweep"}
+    return {
+        k: v
+        for k, v in grid.items()
+        if k not in ("uses_single_sweep", sweep_grid.TEMP_BYTES)
+    }
 
 
 def test_the_flag_turns_the_sweep_on(grids):
@@ -67,8 +72,25 @@ def test_without_the_flag_each_leaf_takes_two_loops(grids):
 
 def test_with_the_flag_each_leaf_takes_one_loop(grids):
     loops = {k: v["loops"] for k, v in _cases(grids["flag"]).items()}
-    # Mixed dtypes keep the usual form: XLA does not merge their loops.
-    assert loops == {k: 2 if k == MIXED else 1 for k in loops}
+    # Mixed dtypes keep the usual form (XLA does not merge their loops), and so
+    # does an optimizer built with single_sweep=False.
+    usual = (MIXED, sweep_grid.OPTED_OUT)
+    assert loops == {k: 2 if k in usual else 1 for k in loops}
+
+
+def test_single_sweep_false_keeps_computed_gradients_out_of_memory(grids):
+    # With the sweep, gradients that are elementwise in the params (p - t) are
+    # read by two computations, and XLA writes them to a temporary buffer; the
+    # usual form computes them inside the velocity loop. This is why the
+    # option exists: opting out gives the step the flag-free temporaries.
+    usual, flag = (
+        grids["usual"][sweep_grid.TEMP_BYTES],
+        grids["flag"][sweep_grid.TEMP_BYTES],
+    )
+    assert usual["single_sweep=True"] == usual["single_sweep=False"]
+    assert flag["single_sweep=False"] == usual["single_sweep=False"]
+    leaf_bytes = 4 * math.prod(sweep_grid.SHAPES["w"])  # float32
+    assert flag["single_sweep=True"] >= flag["single_sweep=False"] + leaf_bytes
 
 
 def test_the_sweep_changes_no_bit(grids):
@@ -109,8 +131,10 @@ def _sweeps(optimizer, params, monkeypatch) -> bool:
 def test_forced_sweep_applies_only_where_it_can_fuse(monkeypatch):
     f32 = {"w": jnp.ones(5)}
     assert _sweeps(momentax.momentum(0.1, 0.9), f32, monkeypatch)
-    # Plain SGD is one loop already; mixed dtypes do not fuse.
+    # Plain SGD is one loop already; the user may opt out; mixed dtypes do not fuse.
     assert not _sweeps(momentax.momentum(0.1, 0.0), f32, monkeypatch)
+    opted_out = momentax.momentum(0.1, 0.9, single_sweep=False)
+    assert not _sweeps(opted_out, f32, monkeypatch)
     bf16 = {"w": jnp.ones(5, jnp.bfloat16)}
     optimizer = momentax.momentum(0.1, accumulator_dtype=jnp.float32)
     assert not _sweeps(optimizer, bf16, monkeypatch)

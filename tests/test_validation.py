@@ -76,6 +76,7 @@ def test_momentum_rejects_bad_values(kwargs, message):
         ({"weight_decay": {"k": 0.1}}, "weight_decay must be a float or a JAX scalar"),
         ({"nesterov": "yes"}, "nesterov must be True or False; got 'yes'"),
         ({"maximize": 1}, "maximize must be True or False; got 1"),
+        ({"single_sweep": None}, "single_sweep must be True or False; got None"),
         ({"accumulator_dtype": "not-a-dtype"}, "accumulator_dtype must be a dtype"),
     ],
 )
