@@ -135,6 +135,9 @@ def test_forced_sweep_applies_only_where_it_can_fuse(monkeypatch):
     assert not _sweeps(momentax.momentum(0.1, 0.0), f32, monkeypatch)
     opted_out = momentax.momentum(0.1, 0.9, single_sweep=False)
     assert not _sweeps(opted_out, f32, monkeypatch)
+    injected = optax.inject_hyperparams(momentax.momentum)
+    assert not _sweeps(injected(0.1, single_sweep=False), f32, monkeypatch)
+    assert _sweeps(injected(0.1), f32, monkeypatch)
     bf16 = {"w": jnp.ones(5, jnp.bfloat16)}
     optimizer = momentax.momentum(0.1, accumulator_dtype=jnp.float32)
     assert not _sweeps(optimizer, bf16, monkeypatch)
