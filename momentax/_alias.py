@@ -201,8 +201,9 @@ def momentum(
             ``sum((p - t) ** 2)``): the sweep reads them twice, so XLA writes
             them to a temporary buffer instead of computing them inside the
             velocity loop, and the step is slower. Gradients that come out of
-            matrix products, convolutions or reductions are written to memory
-            anyway and lose nothing.
+            matrix products or convolutions are in memory anyway and lose
+            nothing; a small reduction (a bias's gradient over the batch) is
+            written out, a buffer of the bias's size.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``: an ``optax.chain`` of

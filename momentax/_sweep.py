@@ -69,7 +69,7 @@ def uses_single_sweep() -> bool:
     written on the params themselves), XLA writes them to a temporary buffer
     and the step is slower: build that optimizer with
     ``momentum(..., single_sweep=False)``. Gradients passed in, or coming out
-    of matrix products, convolutions or reductions, are in memory anyway.
+    of matrix products or convolutions, are in memory anyway.
 
     Returns:
         Whether jitted momentum steps traced from now on use one sweep.

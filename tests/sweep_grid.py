@@ -4,8 +4,8 @@
 process, with and without XLA:CPU's multi-output fusion) prints, as JSON,
 whether momentax uses one sweep there; for each case, how many loops over the
 params the compiled step has and the bits of the params and velocity after
-three jitted, donated steps; and the temporary bytes of a train step that
-computes its gradients, with the sweep allowed and with ``single_sweep=False``.
+three jitted, donated steps; and the temporary bytes of train steps that
+compute their gradients, with the sweep allowed and with ``single_sweep=False``.
 """
 
 import json
@@ -24,6 +24,7 @@ import momentax
 SHAPES = {"w": (1031,), "b": (7, 3)}
 STEPS = 3
 OPTED_OUT = "sutskever single_sweep=False"
+LAYER = {"w": (64, 96), "b": (96,)}  # A dense layer on a batch of 8.
 TEMP_BYTES = "train step temp bytes"
 
 
@@ -128,32 +129,51 @@ def run_case(make: Callable[[], optax.GradientTransformation], dtype: Any) -> An
     }
 
 
-def _quadratic(params: Any, targets: Any) -> jax.Array:
-    pairs = zip(jax.tree.leaves(params), jax.tree.leaves(targets), strict=True)
+def _quadratic(params: Any, data: Any) -> jax.Array:
+    """Gradients ``p - t``: elementwise in the params, which XLA can fuse."""
+    pairs = zip(jax.tree.leaves(params), jax.tree.leaves(data), strict=True)
     return sum(0.5 * jnp.sum((p - t) ** 2) for p, t in pairs)  # type: ignore[return-value]
 
 
-def train_step_temp_bytes(optimizer: optax.GradientTransformation) -> int:
-    """XLA's temporary bytes for a donated step whose gradients are ``p - t``."""
+def _layer(params: Any, data: Any) -> jax.Array:
+    """Gradients out of a matrix product (weight) and a batch reduction (bias)."""
+    x, y = data
+    return jnp.sum((jnp.tanh(x @ params["w"] + params["b"]) - y) ** 2)
 
-    def step(params: Any, state: Any, targets: Any) -> tuple[Any, Any]:
-        grads = jax.grad(_quadratic)(params, targets)
+
+def train_step_temp_bytes(optimizer: optax.GradientTransformation, loss: str) -> int:
+    """XLA's temporary bytes for a donated step that computes its gradients.
+
+    ``loss`` is ``"quadratic"`` (the params of :data:`SHAPES`) or ``"layer"``
+    (a dense layer of :data:`LAYER`'s shapes on a batch of 8).
+    """
+    if loss == "quadratic":
+        objective, params = _quadratic, _params(jnp.float32)
+        data: Any = params
+    else:
+        objective = _layer
+        params = {k: jnp.full(s, 0.01) for k, s in LAYER.items()}
+        rows, (inputs, outputs) = 8, LAYER["w"]
+        data = (jnp.ones((rows, inputs)), jnp.ones((rows, outputs)))
+
+    def step(params: Any, state: Any, data: Any) -> tuple[Any, Any]:
+        grads = jax.grad(objective)(params, data)
         updates, state = optimizer.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    params = _params(jnp.float32)
     jitted = jax.jit(step, donate_argnums=(0, 1))
-    compiled = jitted.lower(params, optimizer.init(params), params).compile()
+    compiled = jitted.lower(params, optimizer.init(params), data).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
 def results() -> dict[str, Any]:
-    """Every case, in float32 and in bfloat16 with a float32 velocity."""
+    """Every case, in float32 and in bfloat16 with a float32 velocity; temporaries."""
     out: dict[str, Any] = {"uses_single_sweep": momentax.uses_single_sweep()}
     out[TEMP_BYTES] = {
-        f"single_sweep={allowed}": train_step_temp_bytes(
-            momentax.momentum(0.01, 0.9, single_sweep=allowed)
+        f"{loss} single_sweep={allowed}": train_step_temp_bytes(
+            momentax.momentum(0.01, 0.9, single_sweep=allowed), loss
         )
+        for loss in ("quadratic", "layer")
         for allowed in (True, False)
     }
     for name, make in _cases().items():

@@ -87,10 +87,26 @@ def test_single_sweep_false_keeps_computed_gradients_out_of_memory(grids):
         grids["usual"][sweep_grid.TEMP_BYTES],
         grids["flag"][sweep_grid.TEMP_BYTES],
     )
-    assert usual["single_sweep=True"] == usual["single_sweep=False"]
-    assert flag["single_sweep=False"] == usual["single_sweep=False"]
+    assert usual["quadratic single_sweep=True"] == usual["quadratic single_sweep=False"]
+    assert flag["quadratic single_sweep=False"] == usual["quadratic single_sweep=False"]
     leaf_bytes = 4 * math.prod(sweep_grid.SHAPES["w"])  # float32
-    assert flag["single_sweep=True"] >= flag["single_sweep=False"] + leaf_bytes
+    swept = flag["quadratic single_sweep=True"]
+    assert swept >= flag["quadratic single_sweep=False"] + leaf_bytes
+
+
+def test_gradients_out_of_a_matrix_product_are_not_written_again(grids):
+    # The weight's gradient is a matrix product's output, in memory anyway: the
+    # sweep adds no copy of it. (The bias's gradient, a reduction over the
+    # batch that the usual form fuses into its velocity loop, is written out:
+    # a bias-sized buffer.)
+    usual, flag = (
+        grids["usual"][sweep_grid.TEMP_BYTES],
+        grids["flag"][sweep_grid.TEMP_BYTES],
+    )
+    assert flag["layer single_sweep=False"] == usual["layer single_sweep=False"]
+    weight_bytes = 4 * math.prod(sweep_grid.LAYER["w"])  # float32
+    swept = flag["layer single_sweep=True"]
+    assert swept < flag["layer single_sweep=False"] + weight_bytes
 
 
 def test_the_sweep_changes_no_bit(grids):
