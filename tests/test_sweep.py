@@ -78,15 +78,17 @@ def test_with_the_flag_each_leaf_takes_one_loop(grids):
     assert loops == {k: 2 if k in usual else 1 for k in loops}
 
 
+def _temp_bytes(grids: dict) -> tuple[dict, dict]:
+    """The train steps' temporaries without and with the flag."""
+    return grids["usual"][sweep_grid.TEMP_BYTES], grids["flag"][sweep_grid.TEMP_BYTES]
+
+
 def test_single_sweep_false_keeps_computed_gradients_out_of_memory(grids):
     # With the sweep, gradients that are elementwise in the params (p - t) are
     # read by two computations, and XLA writes them to a temporary buffer; the
     # usual form computes them inside the velocity loop. This is why the
     # option exists: opting out gives the step the flag-free temporaries.
-    usual, flag = (
-        grids["usual"][sweep_grid.TEMP_BYTES],
-        grids["flag"][sweep_grid.TEMP_BYTES],
-    )
+    usual, flag = _temp_bytes(grids)
     assert usual["quadratic single_sweep=True"] == usual["quadratic single_sweep=False"]
     assert flag["quadratic single_sweep=False"] == usual["quadratic single_sweep=False"]
     leaf_bytes = 4 * math.prod(sweep_grid.SHAPES["w"])  # float32
@@ -99,10 +101,7 @@ def test_gradients_out_of_a_matrix_product_are_not_written_again(grids):
     # sweep adds no copy of it. (The bias's gradient, a reduction over the
     # batch that the usual form fuses into its velocity loop, is written out:
     # a bias-sized buffer.)
-    usual, flag = (
-        grids["usual"][sweep_grid.TEMP_BYTES],
-        grids["flag"][sweep_grid.TEMP_BYTES],
-    )
+    usual, flag = _temp_bytes(grids)
     assert flag["layer single_sweep=False"] == usual["layer single_sweep=False"]
     weight_bytes = 4 * math.prod(sweep_grid.LAYER["w"])  # float32
     swept = flag["layer single_sweep=True"]
