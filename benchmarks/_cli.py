@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -24,6 +25,16 @@ STEP_SECTIONS = ("sizes", "trees")
 # in a child process started with it (XLA reads XLA_FLAGS once, at start).
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 FLAG_OPTION = "xla_cpu_use_multi_output_fusion"
+# glibc's malloc gives large freed buffers back to the kernel (4 MB ones
+# already, measured here), so a step that allocates one (outputs without
+# donation, a temporary) faults its pages in again on every call. These
+# tunables keep freed memory in the process; the sizes from 1e6 up run again
+# in children started with them.
+GLIBC_TUNABLES = (
+    "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+    f"glibc.malloc.trim_threshold={2**40}"
+)
+ALLOCATOR_MIN_SIZE = 10**6
 FULL_SIZES = (10**3, 10**4, 10**5, 10**6, 10**7, 5 * 10**7)
 GPU_SIZES = (10**8, 5 * 10**8, 10**9)
 QUICK_SIZES = (10**3, 10**5, 10**6)
@@ -87,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="largest single-leaf size (default 5e7; 1e9 on a GPU; 1e6 with --quick)",
     )
+    p.add_argument(
+        "--min-size",
+        type=_positive_int,
+        default=None,
+        help="smallest single-leaf size (default: the smallest of the list)",
+    )
     p.add_argument("--repeats", type=_positive_int, default=None, help="timed samples")
     p.add_argument(
         "--min-sample-time",
@@ -107,33 +124,76 @@ def parser() -> argparse.ArgumentParser:
         help="skip the second run of the step sections (sizes, trees) under "
         f"XLA_FLAGS={FLAG} (CPU only)",
     )
+    p.add_argument(
+        "--no-allocator-run",
+        action="store_true",
+        help="skip the run of the largest sizes in child processes started with "
+        f"GLIBC_TUNABLES={GLIBC_TUNABLES} (glibc only)",
+    )
     p.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     return p
 
 
-def _flag_run(args: argparse.Namespace, sections: Sequence[str]) -> dict[str, Any]:
-    """Runs ``sections`` again in a child process with the fusion flag on."""
+def _child_run(
+    args: argparse.Namespace,
+    sections: Sequence[str],
+    env: dict[str, str],
+    min_size: int | None = None,
+) -> dict[str, Any]:
+    """Runs the step ``sections`` again in a child process with ``env`` added."""
     options = ["--sections", ",".join(sections)]
     if args.quick:
         options.append("--quick")
     if args.no_torch:
         options.append("--no-torch")
-    for name in ("max_size", "repeats", "min_sample_time"):
-        value = getattr(args, name)
+    values = {
+        "max_size": args.max_size,
+        "min_size": min_size or args.min_size,
+        "repeats": args.repeats,
+        "min_sample_time": args.min_sample_time,
+    }
+    for name, value in values.items():
         if value is not None:
             options += [f"--{name.replace('_', '-')}", str(value)]
-    flags = f"{os.environ.get('XLA_FLAGS', '')} {FLAG}".strip()
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "child.json"
         command = [sys.executable, "-m", "benchmarks", *options]
         command += ["--child-json", str(out)]
-        env = {**os.environ, "XLA_FLAGS": flags}
-        subprocess.run(command, env=env, check=True)
+        subprocess.run(command, env={**os.environ, **env}, check=True)
         child: dict[str, Any] = json.loads(out.read_text())
     return {
-        "xla_flags": flags,
         "uses_single_sweep": child["environment"]["uses_single_sweep"],
         **{key: child[key] for key in sections},
+    }
+
+
+def _flagged_env() -> dict[str, str]:
+    """``XLA_FLAGS`` as it is, with the fusion flag added."""
+    return {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FLAG}".strip()}
+
+
+def _flag_run(args: argparse.Namespace, sections: Sequence[str]) -> dict[str, Any]:
+    """Runs ``sections`` again in a child process with the fusion flag on."""
+    env = _flagged_env()
+    return {"xla_flags": env["XLA_FLAGS"], **_child_run(args, sections, env)}
+
+
+def _allocator_run(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, Any]:
+    """The sizes from 1e6 up again, glibc keeping freed memory: plain and flagged.
+
+    At least the largest size runs, when all are smaller.
+    """
+    smallest = min(
+        [size for size in sizes if size >= ALLOCATOR_MIN_SIZE] or [max(sizes)]
+    )
+    given = os.environ.get("GLIBC_TUNABLES")
+    env = {"GLIBC_TUNABLES": f"{given}:{GLIBC_TUNABLES}" if given else GLIBC_TUNABLES}
+    plain = _child_run(args, ["sizes"], env, smallest)
+    flagged = _child_run(args, ["sizes"], {**env, **_flagged_env()}, smallest)
+    return {
+        "glibc_tunables": env["GLIBC_TUNABLES"],
+        "sizes": plain["sizes"],
+        "with_flag": {"xla_flags": _flagged_env()["XLA_FLAGS"], **flagged},
     }
 
 
@@ -161,9 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_sample_time=args.min_sample_time or (0.002 if quick else 0.02),
     )
     on_gpu = jax.default_backend() == "gpu"
-    sizes = QUICK_SIZES if quick else FULL_SIZES + (GPU_SIZES if on_gpu else ())
-    max_size = args.max_size or (max(sizes))
-    sizes = tuple(size for size in sizes if size <= max_size)
+    listed = QUICK_SIZES if quick else FULL_SIZES + (GPU_SIZES if on_gpu else ())
+    max_size = args.max_size or max(listed)
+    min_size = args.min_size or min(listed)
+    sizes = tuple(size for size in listed if min_size <= size <= max_size)
+    if not sizes:
+        parser().error(
+            f"no size lies between --min-size {min_size} and --max-size {max_size}; "
+            f"the sizes are {', '.join(f'{size:.0e}' for size in listed)}."
+        )
     trees = QUICK_TREES if quick else FULL_TREES
     torch = _suites.torch_or_none(not args.no_torch)
     started = time.perf_counter()
@@ -213,10 +279,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if flagged and not args.no_flag_run and jax.default_backend() == "cpu":
         log(f"again with XLA_FLAGS={FLAG}: {', '.join(flagged)}")
         results["with_flag"] = _flag_run(args, flagged)
+    if (
+        "sizes" in sections
+        and not args.no_allocator_run
+        and jax.default_backend() == "cpu"
+    ):
+        if platform.libc_ver()[0] == "glibc":
+            log(f"largest sizes again with GLIBC_TUNABLES={GLIBC_TUNABLES}")
+            results["allocator"] = _allocator_run(args, sizes)
+        else:
+            results.setdefault("notes", []).append(
+                "Not glibc: the allocator run (GLIBC_TUNABLES) was skipped."
+            )
     limit = results.get("bandwidth_limit")
     for key in STEP_SECTIONS:
         _report.add_fractions(results.get(key, []), limit)
         _report.add_fractions(results.get("with_flag", {}).get(key, []), limit)
+    allocator = results.get("allocator", {})
+    _report.add_fractions(allocator.get("sizes", []), limit)
+    _report.add_fractions(allocator.get("with_flag", {}).get("sizes", []), limit)
     if "regression" in sections:
         results["regression"] = _suites.regression(settings, torch=torch, log=log)
     if "memory" in sections:

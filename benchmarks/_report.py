@@ -85,6 +85,7 @@ def environment(torch: Any | None) -> dict[str, Any]:
         "numpy": _version("numpy"),
         "torch": None,
         "xla_flags": os.environ.get("XLA_FLAGS"),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "uses_single_sweep": momentax.uses_single_sweep(),
         "one_pass_reference": _native.library()[1],
         "commit": _git_commit(),
@@ -533,6 +534,7 @@ def markdown(results: dict[str, Any]) -> str:
             if flagged.get(key):
                 lines += ["", f"### {title}", ""]
                 lines += _grid(flagged[key], _step_cell)
+    lines += _allocator_tables(results)
     regression = results.get("regression")
     if regression:
         lines += [
@@ -646,6 +648,43 @@ def _compile_tables(rows: list[Row]) -> list[str]:
         if row["leaves"] == largest
     ]
     lines += _table(["case", "trace", "lower", "XLA"], body)
+    return lines
+
+
+def _allocator_tables(results: dict[str, Any]) -> list[str]:
+    """The allocator run's times, each with its speed-up over the default's."""
+    allocator = results.get("allocator", {})
+    if not allocator.get("sizes"):
+        return []
+    lines = [
+        "",
+        "## The largest sizes with glibc keeping freed memory",
+        "",
+        f"Child processes started with `GLIBC_TUNABLES={allocator['glibc_tunables']}`; "
+        "in brackets, the time with the default allocator in the same run over "
+        "this time.",
+    ]
+    flagged = allocator.get("with_flag", {})
+    for rows, default, title in (
+        (allocator["sizes"], results.get("sizes", []), "Without the fusion flag"),
+        (
+            flagged.get("sizes", []),
+            results.get("with_flag", {}).get("sizes", []),
+            f"With `XLA_FLAGS={flagged.get('xla_flags')}`",
+        ),
+    ):
+        if not rows:
+            continue
+        before = {(row["contender"], row["problem"]): row["median"] for row in default}
+
+        def cell(row: Row, problem: str, before: dict[Any, float] = before) -> str:
+            text = seconds(row["median"])
+            if (row["contender"], problem) in before:
+                text += f" ({before[(row['contender'], problem)] / row['median']:.2f}x)"
+            return text
+
+        lines += ["", f"### {title}", ""]
+        lines += _grid(rows, cell)
     return lines
 
 
