@@ -662,7 +662,8 @@ def _allocator_tables(results: dict[str, Any]) -> list[str]:
         "",
         f"Child processes started with `GLIBC_TUNABLES={allocator['glibc_tunables']}`; "
         "in brackets, the time with the default allocator in the same run over "
-        "this time.",
+        "this time. A donated step allocates nothing per call, so its ratio is "
+        "how much the machine drifted between the processes.",
     ]
     flagged = allocator.get("with_flag", {})
     for rows, default, title in (
