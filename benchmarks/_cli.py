@@ -127,8 +127,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-allocator-run",
         action="store_true",
-        help="skip the run of the largest sizes in child processes started with "
-        f"GLIBC_TUNABLES={GLIBC_TUNABLES} (glibc only)",
+        help="skip the run of the sizes from 1e6 up in child processes started "
+        f"with GLIBC_TUNABLES={GLIBC_TUNABLES} (glibc only)",
     )
     p.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     return p
@@ -181,20 +181,25 @@ def _flag_run(args: argparse.Namespace, sections: Sequence[str]) -> dict[str, An
 def _allocator_run(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, Any]:
     """The sizes from 1e6 up again, glibc keeping freed memory: plain and flagged.
 
-    At least the largest size runs, when all are smaller.
+    At least the largest size runs, when all are smaller. ``--no-flag-run``
+    leaves out the flagged child too.
     """
     smallest = min(
         [size for size in sizes if size >= ALLOCATOR_MIN_SIZE] or [max(sizes)]
     )
     given = os.environ.get("GLIBC_TUNABLES")
     env = {"GLIBC_TUNABLES": f"{given}:{GLIBC_TUNABLES}" if given else GLIBC_TUNABLES}
-    plain = _child_run(args, ["sizes"], env, smallest)
-    flagged = _child_run(args, ["sizes"], {**env, **_flagged_env()}, smallest)
-    return {
+    run: dict[str, Any] = {
         "glibc_tunables": env["GLIBC_TUNABLES"],
-        "sizes": plain["sizes"],
-        "with_flag": {"xla_flags": _flagged_env()["XLA_FLAGS"], **flagged},
+        "sizes": _child_run(args, ["sizes"], env, smallest)["sizes"],
     }
+    if not args.no_flag_run:
+        flagged = {**env, **_flagged_env()}
+        run["with_flag"] = {
+            "xla_flags": flagged["XLA_FLAGS"],
+            **_child_run(args, ["sizes"], flagged, smallest),
+        }
+    return run
 
 
 def _fit_steps(quick: bool) -> Any:
@@ -285,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         and jax.default_backend() == "cpu"
     ):
         if platform.libc_ver()[0] == "glibc":
-            log(f"largest sizes again with GLIBC_TUNABLES={GLIBC_TUNABLES}")
+            log(f"sizes from 1e6 up again with GLIBC_TUNABLES={GLIBC_TUNABLES}")
             results["allocator"] = _allocator_run(args, sizes)
         else:
             results.setdefault("notes", []).append(

@@ -122,8 +122,9 @@ def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
 def test_the_largest_size_ran_again_with_glibc_keeping_freed_memory(quick):
     _, results, _ = quick
     allocator = results["allocator"]
-    assert allocator["glibc_tunables"] == _cli.GLIBC_TUNABLES
-    assert results["environment"]["glibc_tunables"] is None
+    given = results["environment"]["glibc_tunables"]
+    assert allocator["glibc_tunables"].split(":")[-3:] == _cli.GLIBC_TUNABLES.split(":")
+    assert allocator["glibc_tunables"].startswith(given or "")
     flagged = allocator["with_flag"]
     assert _cli.FLAG in flagged["xla_flags"].split()
     assert flagged["uses_single_sweep"] is True
@@ -479,10 +480,10 @@ def test_flag_targets_use_the_flagged_rows():
     flagged = [
         row("momentax sutskever", 1.0, 10**6, 0.5),
         row("optax.sgd", 9.0, 10**6, 0.1),  # below 1e7: not a speed-up target
-        row("momentax sutskever", 1.0, 5 * 10**7, 0.97),
-        row("optax.sgd", 1.5, 5 * 10**7, 0.6),
-        row("momentax pytorch nesterov", 1.0, 5 * 10**7, 0.9),
-        row("optax.sgd nesterov", 1.1, 5 * 10**7, 0.8),
+        row("momentax sutskever", 1.0, 10**7, 0.97),
+        row("optax.sgd", 1.5, 10**7, 0.6),
+        row("momentax pytorch nesterov", 1.0, 10**7, 0.9),
+        row("optax.sgd nesterov", 1.1, 10**7, 0.8),
     ]
     got = {
         t["target"]: t for t in _report._flag_targets({"with_flag": {"sizes": flagged}})
