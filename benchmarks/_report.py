@@ -658,7 +658,7 @@ def _allocator_tables(results: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "",
-        "## The largest sizes with glibc keeping freed memory",
+        "## The sizes from 1e6 up with glibc keeping freed memory",
         "",
         f"Child processes started with `GLIBC_TUNABLES={allocator['glibc_tunables']}`; "
         "in brackets, the time with the default allocator in the same run over "
