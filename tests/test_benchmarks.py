@@ -516,6 +516,7 @@ def test_flag_targets_use_the_flagged_rows():
         row("optax.sgd", 1.5, 10**7, 0.6),
         row("momentax pytorch nesterov", 1.0, 10**7, 0.9),
         row("optax.sgd nesterov", 1.1, 10**7, 0.8),
+        row(c.ONE_PASS, 0.9, 10**7, 1.0),
     ]
     got = {
         t["target"]: t for t in _report._flag_targets({"with_flag": {"sizes": flagged}})
@@ -530,6 +531,10 @@ def test_flag_targets_use_the_flagged_rows():
     speedup = next(t for name, t in got.items() if "speed-up" in name)
     assert math.isclose(speedup["measured"], 1.1) and speedup["met"] is False
     assert "momentax pytorch nesterov on 1e+07" in speedup["detail"]
+    beside = next(t for name, t in got.items() if "same process" in name)
+    # Both momentax steps at 1e7 take 1.0 against the reference's 0.9.
+    assert math.isclose(beside["measured"], 0.9) and beside["met"] is False
+    assert "1e+07" in beside["target"]
 
 
 @pytest.mark.parametrize(
