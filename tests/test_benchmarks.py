@@ -451,9 +451,9 @@ def test_targets_compare_the_right_rows():
     ("faster", "met"), [(c.ONE_PASS, True), ("torch fused", False)]
 )
 def test_limit_target_ignores_the_reference_kernel_timed_again(faster, met):
-    # 4e8 bytes at 0.01 s is 40 GB/s, the limit; the row named `faster` runs
-    # at 50 GB/s. Only a contender above the limit misses: the reference is
-    # the limit's own kernel, so its excess is drift between two timings.
+    # The limit is 40 GB/s and the row named `faster` runs at 50 GB/s. Only a
+    # contender above the limit misses: the reference is the limit's own
+    # kernel, so its excess is drift between two timings.
     def row(contender, gb_per_s):
         return {
             "problem": "5e+07",
