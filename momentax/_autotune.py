@@ -119,11 +119,15 @@ def autotune(
     :math:`-\eta_t b_t`: the same iterates, as the rate changes.
 
     Data parallelism: under ``jax.jit`` with sharded arrays every sum is
-    global already. In per-device code (``shard_map``, ``pmap``) pass the
-    data axis as ``axis_name``: the gradients (and Hessian-vector products)
-    are averaged over it (``jax.lax.pmean``) before anything else, so the
-    statistics and the step are the same on every device, and equal to
-    those of the whole batch. Params must be replicated over that axis.
+    global already. In per-device code whose gradients are per device
+    (``pmap``, ``shard_map(..., check_vma=False)``) pass the data axis as
+    ``axis_name``: the gradients (and Hessian-vector products) are averaged
+    over it (``jax.lax.pmean``) before anything else, so the statistics and
+    the step are the same on every device, and equal to those of the whole
+    batch. Params must be replicated over that axis. (Under ``shard_map``'s
+    default ``check_vma=True``, JAX itself sums the gradients of replicated
+    params over the axis: write the loss as the batch mean,
+    ``jax.lax.pmean`` of the local one, and ``axis_name`` changes nothing.)
 
     Args:
         convention: ``"sutskever"`` (lr inside the velocity) or
