@@ -99,8 +99,9 @@ def autotune(
        :math:`C` raises :math:`\mu` and lowers :math:`\eta`. With Lanczos's
        range the step is Polyak's tuning (:math:`C` taken as 0): the
        gradients' EMA variance also counts their oscillation along the
-       heavy-ball path, which is no noise, and on a deterministic quadratic it
-       slowed convergence ninefold (see the Tuning page of the docs).
+       heavy-ball path, which is no noise, and on a deterministic quadratic
+       (kappa = 1000) it took 1506 steps to a relative error of 1e-4 against
+       198 with :math:`C = 0`.
 
     Safeguards: the rule uses :math:`h_{\max}(1 + \text{stability\_margin})`,
     so that a curvature up to that much above the estimate (Lanczos
@@ -112,6 +113,10 @@ def autotune(
     statistics. A step whose gradient (or ``value`` extra argument, the loss)
     is not finite changes nothing but ``num_nonfinite``: its update is zero,
     and neither the statistics nor the velocity see it.
+
+    Small batches are not handled well yet: gradient noise inflates the
+    secants and drives the gradients-only rate towards zero, and the Lanczos
+    path's Polyak rate ignores the noise (measurements on the Tuning page).
 
     Conventions: ``"sutskever"`` keeps :math:`v_t` as above. ``"pytorch"``
     keeps :math:`b_t = v_t / (-\eta_t)` in gradient units, with
