@@ -241,7 +241,7 @@ def _flag_targets(results: dict[str, Any]) -> list[Row]:
 
 
 def targets(results: dict[str, Any]) -> list[Row]:
-    """The issue's targets, each with its measured value and whether it is met."""
+    """The performance targets, each with its measured value and whether it is met."""
     out = []
     sizes = results.get("sizes", [])
     trees = results.get("trees", [])

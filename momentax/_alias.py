@@ -73,7 +73,7 @@ def _fused_add(
     ``p + (-lr) * u`` does, and the compiled step has Optax's shape. Multiplying
     by one is exact in IEEE arithmetic, so the update keeps ``v``'s bits.
 
-    (``reduce_precision`` to the dtype's own widths fused too, but XLA:CPU's
+    (``reduce_precision`` to the dtype's own widths also fuses, but XLA:CPU's
     loop for it is 1.1-1.4x slower at 1e5-1e6 floats; ``copysign(v, v)`` is
     six operations per leaf, a cost in compile time at many leaves.) Complex
     and float8 updates are returned as they are. Eagerly nothing fuses, and
