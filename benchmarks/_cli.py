@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes and few repeats (about a minute), to check the suite runs",
+        help="small sizes and few repeats, to check that the suite runs",
     )
     p.add_argument(
         "--out",

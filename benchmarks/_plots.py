@@ -150,7 +150,7 @@ def memory(results: Results) -> "Figure | None":
     rows = results.get("memory", [])
     if not rows:
         return None
-    fig, ax = _figure("Peak memory of a train step / (params + grads + velocity)")
+    fig, ax = _figure("Peak memory of a train step over the ideal")
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     steps = list(dict.fromkeys(_memory_label(r) for r in rows))
     height = 0.8 / len(problems)

@@ -57,6 +57,7 @@ def _ratio_cell(before: list[Row]) -> Callable[[Row], str]:
 
 
 def bandwidth(results: Results) -> list[str]:
+    """The streaming kernels' times and GB/s, and the limit taken from them."""
     body = [
         [f"{r['size']:.0e}", r["kernel"], seconds(r["median"]), f"{r['gb_per_s']:.1f}"]
         for r in results["bandwidth"]
@@ -71,6 +72,7 @@ def bandwidth(results: Results) -> list[str]:
 
 
 def sizes(results: Results) -> list[str]:
+    """One leaf: every contender at every size, then the child processes' rows."""
     return [
         "## One step: time per step (fraction of the bandwidth limit)",
         "",
@@ -83,6 +85,7 @@ def sizes(results: Results) -> list[str]:
 
 
 def trees(results: Results) -> list[str]:
+    """Many leaves: every contender on every tree, then the flagged child's rows."""
     fused = {
         row["problem"]: row["median"]
         for row in results["trees"]
@@ -149,6 +152,7 @@ def _allocator(results: Results) -> list[str]:
 
 
 def regression(results: Results) -> list[str]:
+    """The blog's whole training, each way: warm, first call, compile."""
     regression = results["regression"]
     ways = regression["ways"]
     eager = ways.get("torch eager", {}).get("median")
@@ -171,6 +175,7 @@ def regression(results: Results) -> list[str]:
 
 
 def memory(results: Results) -> list[str]:
+    """Peak bytes of each training step against the ideal."""
     body = [
         [
             row["problem"],
@@ -191,6 +196,7 @@ def memory(results: Results) -> list[str]:
 
 
 def compile_times(results: Results) -> list[str]:
+    """Compile times by case and leaf count, and their split at the largest."""
     rows = results["compile"]
     counts = sorted({row["leaves"] for row in rows})
     by_key = {(row["what"], row["optimizer"], row["leaves"]): row for row in rows}
@@ -233,6 +239,7 @@ def compile_times(results: Results) -> list[str]:
 
 
 def targets(results: Results) -> list[str]:
+    """Every target's measured values, then how each is measured."""
     body = [
         [
             row["target"],

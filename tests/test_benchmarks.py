@@ -196,11 +196,17 @@ def test_memory_rows_and_targets_are_reported(quick):
         # Without donation the new params and velocity need their own buffers.
         if not row["donate"]:
             assert row["peak_bytes"] >= 4 * 4 * row["size"]
-    # With every section run, every target is measured at least once; those
-    # that compare with torch or the C kernel need them.
+    # With every section run, every target is measured at least once, but those
+    # that need sizes from 1e7 up or the 1000 x 1000 tree (larger than --quick's);
+    # those that compare with torch or the C kernel need them.
     names = {t["target"] for t in results["targets"]}
+    larger = {
+        "with the fusion flag: speed-up over optax.sgd under the same flag",
+        "torch fused / momentax fit, per step on 1000 x 1000 leaves",
+        "one jitted momentax call / torch fused, on 1000 x 1000 leaves",
+    }
     if (TORCH is not None and HAS_CC) or REQUIRE_OPTIONAL:
-        assert names == {target.name for target in TARGETS}
+        assert names == {target.name for target in TARGETS} - larger
     assert {
         "momentax / optax.sgd, the same update",
         "peak memory / ideal, donated momentax train step",
