@@ -77,11 +77,22 @@ def evaluate(results: Results, targets: Iterable[Target] | None = None) -> list[
     ]
 
 
-def _row(rows: list[Row], problem: str, contender: str) -> Row | None:
+def _row(rows: list[Row], problem: str | None, contender: str) -> Row | None:
     return next(
         (r for r in rows if r["problem"] == problem and r["contender"] == contender),
         None,
     )
+
+
+def _ratio(rows: list[Row], problem: str | None, top: str, bottom: str) -> float | None:
+    """The median of contender ``top`` over that of ``bottom`` on ``problem``."""
+    a, b = _row(rows, problem, top), _row(rows, problem, bottom)
+    return None if a is None or b is None else a["median"] / b["median"]
+
+
+def _found(values: Iterable[tuple[float | None, str]]) -> list[Measured]:
+    """The values that were measured (not None), each with its case."""
+    return [Measured(value, where) for value, where in values if value is not None]
 
 
 def _largest(rows: list[Row]) -> str | None:
@@ -101,16 +112,16 @@ def optax_peer(name: str) -> str:
 
 def optax_ratios(rows: list[Row]) -> list[Measured]:
     """The ratio momentax / optax.sgd of every momentax step row with an optax peer."""
-    out = []
-    for row in rows:
-        name = row["contender"]
-        if name.replace(" (no donation)", "") not in MOMENTAX_STEPS:
-            continue
-        peer = _row(rows, row["problem"], optax_peer(name))
-        if peer is not None:
-            where = f"{name} on {row['problem']}"
-            out.append(Measured(row["median"] / peer["median"], where))
-    return out
+    return _found(
+        (
+            _ratio(
+                rows, row["problem"], row["contender"], optax_peer(row["contender"])
+            ),
+            f"{row['contender']} on {row['problem']}",
+        )
+        for row in rows
+        if row["contender"].replace(" (no donation)", "") in MOMENTAX_STEPS
+    )
 
 
 def _worst(values: list[Measured], of: str, highest: bool = True) -> list[Measured]:
@@ -125,10 +136,14 @@ def _worst(values: list[Measured], of: str, highest: bool = True) -> list[Measur
 def _against_best(results: Results) -> list[Measured]:
     sizes = results.get("sizes", [])
     largest = _largest(sizes)
-    others = (
-        [_row(sizes, largest, n) for n in ("optax.sgd", "torch fused")] if sizes else []
+    best = min(
+        (
+            r["median"]
+            for n in ("optax.sgd", "torch fused")
+            if (r := _row(sizes, largest, n))
+        ),
+        default=None,
     )
-    best = min((r["median"] for r in others if r is not None), default=None)
     return [
         Measured(row["median"] / best, f"{name} at {largest}")
         for name in MOMENTAX_STEPS[:2]
@@ -138,48 +153,44 @@ def _against_best(results: Results) -> list[Measured]:
 
 def _fraction(rows: list[Row], names: Iterable[str]) -> list[Measured]:
     largest = _largest(rows)
-    return [
-        Measured(row["fraction_of_bandwidth"], f"{name} at {largest}")
+    return _found(
+        ((row or {}).get("fraction_of_bandwidth"), f"{name} at {largest}")
         for name in names
         if (row := _row(rows, largest, name)) is not None
-        and row.get("fraction_of_bandwidth") is not None
-    ]
+    )
 
 
 def _beside_reference(results: Results) -> list[Measured]:
     rows = _flagged(results)
     largest = _largest(rows)
-    reference = _row(rows, largest, c.ONE_PASS) if rows else None
-    ratios = [
-        Measured(reference["median"] / row["median"], f"{name} at {largest}")
+    ratios = _found(
+        (_ratio(rows, largest, c.ONE_PASS, name), f"{name} at {largest}")
         for name in MOMENTAX_STEPS
-        if reference is not None and (row := _row(rows, largest, name)) is not None
-    ]
+    )
     return _worst(ratios, "steps", highest=False)
 
 
 def _flag_speedup(results: Results) -> list[Measured]:
     rows = _flagged(results)
-    speedups = [
-        Measured(
-            peer["median"] / row["median"], f"{row['contender']} on {row['problem']}"
+    speedups = _found(
+        (
+            _ratio(
+                rows, row["problem"], optax_peer(row["contender"]), row["contender"]
+            ),
+            f"{row['contender']} on {row['problem']}",
         )
         for row in rows
-        if row["contender"] in MOMENTAX_STEPS
-        and row["size"] >= 10**7
-        and (peer := _row(rows, row["problem"], optax_peer(row["contender"])))
-    ]
+        if row["contender"] in MOMENTAX_STEPS and row["size"] >= 10**7
+    )
     return _worst(speedups, "steps", highest=False)
 
 
 def _fit_per_step(results: Results) -> list[Measured]:
     sizes = results.get("sizes", [])
     largest = _largest(sizes)
-    fit = _row(sizes, largest, c.TRAIN_FIT) if sizes else None
-    step = _row(sizes, largest, c.TRAIN_STEP) if sizes else None
-    if fit is None or step is None:
-        return []
-    return [Measured(fit["median"] / step["median"], f"at {largest}")]
+    return _found(
+        [(_ratio(sizes, largest, c.TRAIN_FIT, c.TRAIN_STEP), f"at {largest}")]
+    )
 
 
 def _worst_optax_ratio(results: Results) -> list[Measured]:
@@ -189,15 +200,18 @@ def _worst_optax_ratio(results: Results) -> list[Measured]:
 
 def _noise_floor(results: Results) -> list[Measured]:
     rows = results.get("sizes", []) + results.get("trees", [])
-    spreads = [
-        Measured(max(a, b) / min(a, b), f"on {row['problem']}")
+    spreads = _found(
+        (
+            _ratio(rows, row["problem"], c.OPTAX_AGAIN, "optax.sgd"),
+            f"on {row['problem']}",
+        )
         for row in rows
         if row["contender"] == c.OPTAX_AGAIN
-        and (a := row["median"]) > 0
-        and (peer := _row(rows, row["problem"], "optax.sgd")) is not None
-        and (b := peer["median"]) > 0
-    ]
-    return _worst(spreads, "problems")
+    )
+    # Either may be the slower: the spread is the larger over the smaller.
+    return _worst(
+        [Measured(max(m.value, 1 / m.value), m.where) for m in spreads], "problems"
+    )
 
 
 def _median_optax_ratio(results: Results) -> list[Measured]:
@@ -229,14 +243,15 @@ TREE = "1000 x 1000"
 def _against_torch_fused(names: Iterable[str], fused_over_mine: bool) -> Any:
     def measure(results: Results) -> list[Measured]:
         trees = results.get("trees", [])
-        fused = _row(trees, TREE, "torch fused")
-        out = []
-        for name in names:
-            mine = _row(trees, TREE, name)
-            if fused is not None and mine is not None:
-                ratio = fused["median"] / mine["median"]
-                out.append(Measured(ratio if fused_over_mine else 1 / ratio, name))
-        return out
+        return _found(
+            (
+                _ratio(trees, TREE, "torch fused", name)
+                if fused_over_mine
+                else _ratio(trees, TREE, name, "torch fused"),
+                name,
+            )
+            for name in names
+        )
 
     return measure
 
