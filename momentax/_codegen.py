@@ -347,10 +347,10 @@ def keep_velocity_sharding(
     """
 
     def tied(state: MomentumState, like: Any) -> MomentumState:
-        velocity, like = state.velocity, jax.tree.map(jnp.asarray, like)
-        if not traced((velocity, like)) or _one_device():
+        if not traced(state.velocity) or _one_device():
             return state
-        return state._replace(velocity=jax.tree.map(_tie, velocity, like))
+        like = jax.tree.map(jnp.asarray, like)
+        return state._replace(velocity=jax.tree.map(_tie, state.velocity, like))
 
     def update(
         run: _Update, updates: optax.Updates, state: Any, params: optax.Params | None
