@@ -6,6 +6,7 @@ import os
 import platform
 import shlex
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,17 @@ def parser() -> argparse.ArgumentParser:
         description="Times momentum steps in momentax against optax.sgd, a "
         "hand-written jax.numpy step, torch.optim.SGD and the memory bandwidth. "
         "See benchmarks/README.md.",
+        epilog="sections (* = run by default):\n"
+        + "\n".join(
+            textwrap.fill(
+                f"{name}{'*' if section.default else ''}: {section.question}",
+                78,
+                initial_indent="  ",
+                subsequent_indent="      ",
+            )
+            for name, section in SECTIONS.items()
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--quick",
