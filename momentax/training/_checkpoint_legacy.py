@@ -1,4 +1,4 @@
-"""Reading checkpoints of ``save_checkpoint`` (momentax <= 0.3, record version 1).
+"""Reading checkpoints of the earlier ``save_checkpoint`` (record version 1).
 
 Such a checkpoint is one folder: Orbax's ``StandardCheckpointer`` files and
 the record ``momentax.json`` (container types, each leaf's shape, dtype and
@@ -58,9 +58,10 @@ def convert_checkpoint(
     """Converts a checkpoint of the earlier ``save_checkpoint`` into a manager's step.
 
     Reads the folder ``path`` written by ``momentax.training.save_checkpoint``
-    (momentax 0.3 and earlier) into ``target`` with the checks it was written
-    for (the target must fit; every file at its size; every leaf's SHA-256),
-    then saves it as ``step`` of ``manager`` and waits until that is on disk.
+    (the format before :class:`~momentax.training.CheckpointManager`, record
+    version 1) into ``target`` with the checks it was written for (the target
+    must fit; every file at its size; every leaf's SHA-256), then saves it as
+    ``step`` of ``manager`` and waits until that is on disk.
     Each leaf is hashed whole, as that format requires: run the conversion in
     one process.
 
@@ -91,7 +92,7 @@ def convert_checkpoint(
         ...     "step": 0,
         ... }
         >>> manager = momentax.training.CheckpointManager(tempfile.mkdtemp())
-        >>> old = "tests/data/checkpoint-v1"
+        >>> old = "tests/data/checkpoint-v1"  # written by save_checkpoint
         >>> state = momentax.training.convert_checkpoint(old, target, manager, 7)
         >>> state["params"]["b"], manager.all_steps()
         (Array([ 0.45, -0.9 ,  1.8 ], dtype=float32), [7])

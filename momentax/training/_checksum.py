@@ -68,11 +68,15 @@ def _starts(index: tuple[slice, ...]) -> tuple[int, ...]:
 def partial_checksum(value: Any) -> int:
     """This process's share of the checksum of ``value``.
 
-    For a ``jax.Array``: the sum over the shards this process holds, each
-    replicated shard counted once across all processes. For a NumPy array
-    (the same on every process): the whole sum on process 0, zero elsewhere.
+    For a ``jax.Array`` across processes: the sum over the shards this process
+    holds, each replicated shard counted once across all processes. For a
+    value each process holds whole (a NumPy array, or a ``jax.Array`` on this
+    process's devices, the same in every process): the whole sum on process
+    0, zero elsewhere.
     """
     if isinstance(value, jax.Array):
+        if value.is_fully_addressable and jax.process_index() != 0:
+            return 0
         shape = tuple(value.shape)
         return sum(
             _block_sum(np.asarray(shard.data), _starts(shard.index), shape)
