@@ -38,7 +38,6 @@ checksums). Container types are compared by name, so a ``dict`` checkpoint
 does not restore into a Flax ``FrozenDict``.
 """
 
-import json
 import os
 from typing import Any
 
@@ -46,6 +45,7 @@ import jax
 import numpy as np
 
 from momentax import hyperparams as hp
+from momentax.training import _checkpoint_files as files
 from momentax.training import _checkpoint_lock as lock
 from momentax.training import _checkpoint_tree as tree_record
 from momentax.training import _checksum as checksum
@@ -53,9 +53,7 @@ from momentax.training import _checksum as checksum
 PyTree = Any
 PathLike = str | os.PathLike[str]
 
-FORMAT, VERSION = "momentax checkpoint", 2
-RECORD_FILE = "momentax.json"  # Also the record of version 1, at the top.
-_STATE, _RECORD, _CHECKSUMS = "state", "record", "checksums"
+_STATE = "state"  # The Orbax item of the arrays.
 
 
 def orbax() -> Any:
@@ -90,7 +88,7 @@ def _refuse_version_1(directory: str) -> None:
     if not os.path.isdir(directory):
         return
     for folder in (directory, *(e.path for e in os.scandir(directory) if e.is_dir())):
-        if os.path.isfile(os.path.join(folder, RECORD_FILE)):
+        if os.path.isfile(os.path.join(folder, files.RECORD_FILE)):
             raise ValueError(
                 f"{folder!r} is a checkpoint of momentax's earlier format (written by "
                 "save_checkpoint), not a folder of numbered steps. Convert it into "
@@ -98,59 +96,6 @@ def _refuse_version_1(directory: str) -> None:
                 f"{folder!r}, target, momentax.training.CheckpointManager(new_dir), "
                 "step)."
             )
-
-
-def damaged(where: str, problem: str) -> ValueError:
-    """The error for a checkpoint that is damaged or was never completed."""
-    return ValueError(
-        f"{where} is damaged or incomplete: {problem}. Nothing was restored; "
-        "restore an earlier step."
-    )
-
-
-def read_json(file: str, where: str) -> Any:
-    name = os.path.join(*file.split(os.sep)[-2:])
-    try:
-        with open(file) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise damaged(where, f"{name} is missing") from None
-    except (OSError, ValueError) as error:
-        raise damaged(where, f"{name} cannot be read ({error})") from None
-
-
-def _read_record(folder: str, where: str) -> dict[str, Any]:
-    record = read_json(os.path.join(folder, _RECORD, RECORD_FILE), where)
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise damaged(where, f"{RECORD_FILE} is not a momentax checkpoint record")
-    if record.get("version") != VERSION:
-        raise ValueError(
-            f"{where} has record version {record.get('version')}; this momentax "
-            f"reads version {VERSION}."
-        )
-    fields = ("nodes", "leaves", "packed")
-    if not all(isinstance(record.get(field), dict) for field in fields) or not (
-        isinstance(record.get("process_count"), int)
-    ):
-        raise damaged(where, f"{RECORD_FILE} has missing or malformed fields")
-    return record
-
-
-def _read_checksums(folder: str, record: dict[str, Any], where: str) -> dict[str, int]:
-    """The checksum of every leaf with elements: the sum of every process's part."""
-    parts = []
-    for process in range(record["process_count"]):
-        file = os.path.join(folder, _CHECKSUMS, f"process_{process}.json")
-        part = read_json(file, where)
-        try:
-            parts.append({name: int(value, 16) for name, value in part.items()})
-        except (AttributeError, TypeError, ValueError):
-            raise damaged(where, f"process_{process}.json is malformed") from None
-    names = [name for name, leaf in record["leaves"].items() if 0 not in leaf["shape"]]
-    if any(sorted(part) != sorted(names) for part in parts):
-        raise damaged(where, "the checksums do not name the recorded leaves")
-    sums = checksum.add_up([[part[name] for name in names] for part in parts])
-    return dict(zip(names, sums, strict=True))
 
 
 class CheckpointManager:
@@ -238,8 +183,8 @@ class CheckpointManager:
             ),
             item_handlers={
                 _STATE: ocp.StandardCheckpointHandler(),
-                _RECORD: ocp.JsonCheckpointHandler(RECORD_FILE),
-                _CHECKSUMS: checksums,
+                files.RECORD: ocp.JsonCheckpointHandler(files.RECORD_FILE),
+                files.CHECKSUMS: checksums,
             },
         )
 
@@ -280,15 +225,15 @@ class CheckpointManager:
         }
         ocp = orbax()
         items = {
-            _RECORD: ocp.args.JsonSave(
+            files.RECORD: ocp.args.JsonSave(
                 {
-                    "format": FORMAT,
-                    "version": VERSION,
+                    "format": files.FORMAT,
+                    "version": files.VERSION,
                     "process_count": jax.process_count(),
                     **record,
                 }
             ),
-            _CHECKSUMS: ocp.args.JsonSave(sums),
+            files.CHECKSUMS: ocp.args.JsonSave(sums),
         }
         if not self._claimed:
             self._lock = lock.claim_everywhere(self.directory)
@@ -347,8 +292,8 @@ class CheckpointManager:
             )
         where = f"the checkpoint of step {step} in {self.directory!r}"
         folder = os.path.join(self.directory, str(step))
-        record = _read_record(folder, where)
-        expected = _read_checksums(folder, record, where)
+        record = files.read_record(folder, where)
+        expected = files.read_checksums(folder, record, where)
         mismatches = tree_record.differences(record, tree_record.describe(target))
         if mismatches:
             raise ValueError(
@@ -370,7 +315,7 @@ class CheckpointManager:
             if value != expected[name]
         ]
         if changed:
-            raise damaged(
+            raise files.damaged(
                 where,
                 f"the values of {', '.join(changed)} differ from the ones saved "
                 "(their checksums do not match)",
@@ -400,7 +345,7 @@ class CheckpointManager:
             except Exception as error:  # Orbax and TensorStore raise many types.
                 text = str(error).strip()
                 problem = text.splitlines()[0][:300] if text else ""
-                raise damaged(
+                raise files.damaged(
                     where, f"Orbax cannot read it ({type(error).__name__}: {problem})"
                 ) from error
             read = treedef.flatten_up_to(restored[_STATE])

@@ -16,6 +16,7 @@ import numpy as np
 
 from momentax import hyperparams as hp
 from momentax.training import _checkpoint as checkpoint
+from momentax.training import _checkpoint_files as files
 from momentax.training import _checkpoint_tree as tree_record
 
 PyTree = Any
@@ -31,13 +32,13 @@ def _files(folder: str) -> dict[str, int]:
     for root, _, names in os.walk(folder):
         for name in names:
             relative = os.path.relpath(os.path.join(root, name), folder)
-            if relative != checkpoint.RECORD_FILE:
+            if relative != files.RECORD_FILE:
                 sizes[relative] = os.path.getsize(os.path.join(root, name))
     return sizes
 
 
 def _read_record(path: str, where: str) -> dict[str, Any]:
-    record = checkpoint.read_json(os.path.join(path, checkpoint.RECORD_FILE), where)
+    record = files.read_json(os.path.join(path, files.RECORD_FILE), where)
     if not isinstance(record, dict) or record.get("version") != 1:
         raise ValueError(
             f"{where} is not a checkpoint of save_checkpoint (record version 1)."
@@ -45,7 +46,7 @@ def _read_record(path: str, where: str) -> dict[str, Any]:
     have = _files(path)
     for name, size in sorted(record["files"].items()):
         if have.get(name) != size:
-            raise checkpoint.damaged(where, f"its file {name} is missing or resized")
+            raise files.damaged(where, f"its file {name} is missing or resized")
     return record
 
 
@@ -128,7 +129,7 @@ def convert_checkpoint(
         if _sha256(value) != leaf["sha256"]
     ]
     if changed:
-        raise checkpoint.damaged(where, f"the values of {', '.join(changed)} changed")
+        raise files.damaged(where, f"the values of {', '.join(changed)} changed")
     restored = jax.tree.unflatten(
         treedef,
         [tree_record.as_target(v, t) for v, t in zip(values, targets, strict=True)],
