@@ -209,7 +209,10 @@ def fit(
         TypeError: For arguments of the wrong kind or a ``callback`` that does not
             take two arguments.
         ValueError: For bad counts, ragged stacked data, an ``opt_state`` of
-            another optimizer or other params, or tied params while donating.
+            another optimizer or other params, tied params while donating,
+            ``checkpoint_every`` without ``checkpoint``, or a ``checkpoint``
+            whose latest step is past ``start_step + num_steps`` or does not
+            fit ``params`` and ``opt_state``.
 
     Examples:
         >>> import jax.numpy as jnp
