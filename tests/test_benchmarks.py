@@ -58,6 +58,7 @@ def quick(tmp_path_factory):
     return out, json.loads((out / "cpu-quick.json").read_text()), done.stdout
 
 
+@pytest.mark.slow
 def test_quick_run_writes_json_markdown_and_plot(quick):
     out, results, stdout = quick
     assert {p.name for p in out.iterdir()} == {
@@ -83,6 +84,7 @@ def test_quick_run_writes_json_markdown_and_plot(quick):
         assert results["environment"][key]
 
 
+@pytest.mark.slow
 def test_the_step_sections_ran_again_with_the_fusion_flag(quick):
     _, results, _ = quick
     flagged = results["with_flag"]
@@ -92,6 +94,7 @@ def test_the_step_sections_ran_again_with_the_fusion_flag(quick):
     assert results["environment"]["uses_single_sweep"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [False, True])
 def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
     _, results, _ = quick
@@ -118,6 +121,7 @@ def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
             assert row["samples"] == results["settings"]["repeats"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLIBC, reason="the allocator run needs glibc")
 def test_the_largest_size_ran_again_with_glibc_keeping_freed_memory(quick):
     _, results, _ = quick
@@ -135,6 +139,7 @@ def test_the_largest_size_ran_again_with_glibc_keeping_freed_memory(quick):
         assert set(STEP_CONTENDERS) <= {row["contender"] for row in rows}
 
 
+@pytest.mark.slow
 def test_derived_numbers_follow_from_the_measured_ones(quick):
     _, results, _ = quick
     limit = results["bandwidth_limit"]
@@ -158,6 +163,7 @@ def test_derived_numbers_follow_from_the_measured_ones(quick):
         assert way["compile"] == max(way["first_call"] - way["median"], 0.0)
 
 
+@pytest.mark.slow
 def test_memory_rows_and_targets_are_reported(quick):
     _, results, _ = quick
     rows = results["memory"]
@@ -180,6 +186,7 @@ def test_memory_rows_and_targets_are_reported(quick):
         assert target["met"] in (True, False)
 
 
+@pytest.mark.slow
 def test_compile_section_times_every_case_at_every_leaf_count(quick):
     _, results, _ = quick
     rows = results["compile"]
@@ -301,6 +308,7 @@ print(statistics.median(faults[30:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLIBC, reason="the tunables are glibc's")
 def test_the_tunables_stop_an_undonated_step_faulting_its_outputs_in():
     """What the allocator run is for, and what the performance page says.
