@@ -75,9 +75,14 @@ def uses_single_sweep() -> bool:
         Whether jitted momentum steps traced from now on use one sweep.
 
     Examples:
+        A process started without the option compiles the usual form:
+
+        >>> import os
         >>> import momentax
-        >>> momentax.uses_single_sweep() in (True, False)
-        True
+        >>> "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
+        False
+        >>> momentax.uses_single_sweep()
+        False
     """
     if _OPTION not in os.environ.get("XLA_FLAGS", ""):
         return False
