@@ -356,10 +356,14 @@ def test_closed_stdout_gives_a_message_and_status_1():
     assert "momentax: error: stdout is closed" in done.stderr
 
 
-def test_help_names_the_write_ups_statuses_and_memory(capsys):
+def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps the options to it
     with pytest.raises(SystemExit):
         _cli.main(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().out
+    # Readable in an 80-column terminal: the description is wrapped too.
+    assert max(len(line) for line in out.splitlines()) <= 79, out
+    text = " ".join(out.split())
     for title in (tasks.BLOG_TITLE, tasks.NOTEBOOK_TITLE):
         assert f'"{title}"' in text
     assert "MB per million epochs" in text and "10,000,000 epochs costs" in text

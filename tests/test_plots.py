@@ -84,6 +84,18 @@ def test_every_axis_is_labelled(figures, name, lr, kind):
 
 
 @pytest.mark.parametrize(("name", "lr", "kind"), PLOTS)
+def test_every_axis_label_fits_along_its_axis(figures, name, lr, kind):
+    # A y label taller than its panel runs past the panel, and the figure's edge.
+    fig = figures(name, lr)[kind]
+    for ax in data_axes(fig):
+        panel = ax.get_window_extent()
+        ylabel = ax.yaxis.label.get_window_extent()
+        xlabel = ax.xaxis.label.get_window_extent()
+        assert ylabel.height <= panel.height, (kind, ax.get_ylabel())
+        assert xlabel.width <= panel.width, (kind, ax.get_xlabel())
+
+
+@pytest.mark.parametrize(("name", "lr", "kind"), PLOTS)
 def test_the_legend_is_outside_every_panel(figures, name, lr, kind):
     fig = figures(name, lr)[kind]
     assert all(ax.get_legend() is None for ax in fig.axes)

@@ -147,7 +147,7 @@ def _three_steps(make):
 def test_forced_sweep_gives_the_same_numbers(name, monkeypatch):
     make = sweep_grid._cases()[name]
     usual = _three_steps(make)
-    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    monkeypatch.setattr(_codegen, "uses_single_sweep", lambda: True)
     swept = _three_steps(make)
     # The same operations on the same values: at most a rounding or two apart.
     chex.assert_trees_all_close(swept, usual, **TOL[jnp.dtype(jnp.float32)])
