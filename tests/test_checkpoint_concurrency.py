@@ -14,6 +14,7 @@ import pytest
 import momentax.training
 from tests.helpers import subprocess_env
 
+pytestmark = pytest.mark.slow  # child processes
 ROOT = pathlib.Path(__file__).parent.parent
 
 # A process whose manager saves step 1, then step 2, and stops in the middle
@@ -70,7 +71,6 @@ def paused_save(tmp_path):
     child.communicate()
 
 
-@pytest.mark.slow
 def test_a_second_writer_is_refused_at_once_and_readers_are_not(tmp_path, paused_save):
     child, go = paused_save
     manager = momentax.training.CheckpointManager(tmp_path / "ckpt")
@@ -94,7 +94,6 @@ def test_a_second_writer_is_refused_at_once_and_readers_are_not(tmp_path, paused
     assert manager.all_steps() == [1, 2, 3]
 
 
-@pytest.mark.slow
 def test_a_killed_save_leaves_no_step_and_the_next_writer_takes_over(
     tmp_path, paused_save
 ):

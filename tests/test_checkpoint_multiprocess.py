@@ -14,6 +14,7 @@ import pytest
 import momentax.training
 from tests.helpers import subprocess_env
 
+pytestmark = pytest.mark.slow  # child processes
 ROOT = pathlib.Path(__file__).parent.parent
 NUM_PROCESSES = 2
 
@@ -101,7 +102,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_processes_save_and_restore_through_one_manager(tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     port, directory = str(free_port()), str(tmp_path / "ckpt")

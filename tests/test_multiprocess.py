@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import TOL, subprocess_env
 
+pytestmark = pytest.mark.slow  # child processes
 SCRIPT = pathlib.Path(__file__).parent.parent / "examples" / "multiprocess.py"
 EXAMPLE = runpy.run_path(str(SCRIPT))  # its globals: train() and the settings
 
@@ -57,7 +58,6 @@ def single_process():
     return {name: np.asarray(value) for name, value in result.params.items()}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("num_processes", "layout"),
     [(2, "data_parallel"), (2, "fully_sharded"), (4, "fully_sharded")],
@@ -100,7 +100,6 @@ def test_processes_match_one_and_checkpoint_shard_by_shard(
     assert not running_with(str(tmp_path))
 
 
-@pytest.mark.slow
 def test_launcher_timeout_kills_every_worker(tmp_path):
     # One second is less than a worker needs to start JAX and join the others.
     code, output = launch(tmp_path, "--num-processes", "2", "--timeout", "1")

@@ -142,6 +142,15 @@ def fit(
     axis: step ``i`` uses batch ``i mod B``, so ``num_steps = epochs * B`` runs
     ``epochs`` passes (default: one pass).
 
+    Donation: by default the params and ``opt_state`` passed in are donated, so
+    XLA writes the results into their memory and the arrays passed in are
+    deleted: use the returned ones. Whatever else holds those arrays loses them
+    too, such as a Flax NNX module split with ``nnx.split`` or an Equinox
+    module split with ``eqx.partition``: using it raises ``RuntimeError: Array
+    has been deleted`` until the returned params are put back
+    (``nnx.update(model, result.params)``, ``eqx.combine(result.params,
+    static)``). Pass ``donate=False`` to keep the inputs alive.
+
     Compilation: the first call compiles a scan of ``steps_per_call`` steps; later
     calls and later fits reuse it while ``loss_fn``, the optimizer, the record
     functions and ``placement`` are the same objects and the shapes agree (a
@@ -210,9 +219,10 @@ def fit(
             take two arguments.
         ValueError: For bad counts, ragged stacked data, an ``opt_state`` of
             another optimizer or other params, tied params while donating,
-            ``checkpoint_every`` without ``checkpoint``, or a ``checkpoint``
-            whose latest step is past ``start_step + num_steps`` or does not
-            fit ``params`` and ``opt_state``.
+            arrays deleted by an earlier donated call, ``checkpoint_every``
+            without ``checkpoint``, or a ``checkpoint`` whose latest step is
+            past ``start_step + num_steps`` or does not fit ``params`` and
+            ``opt_state``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -256,6 +266,9 @@ def fit(
     if steps_per_call is not None:
         per_call = hp.check_integer("steps_per_call", steps_per_call, low=1)
     names = [name for name, _ in pairs]
+    deleted = s.deleted_leaf(params=params, opt_state=opt_state, data=data)
+    if deleted is not None:
+        raise ValueError(deleted)
     created = opt_state is None
     if not created:  # Before placing it, which reads its structure.
         s.check_state(optimizer, params, opt_state, names)
