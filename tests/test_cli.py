@@ -129,6 +129,7 @@ def test_options_reach_the_run(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_json_is_reproducible_across_processes():
     # A fresh process compiles and runs everything anew: the results must be
     # bit for bit those of this process (JSON keeps all 17 significant digits).
@@ -299,6 +300,7 @@ def test_failing_stdout_gives_a_status_not_a_traceback(
         assert err == ""
 
 
+@pytest.mark.slow
 def test_closed_pipe_ends_quietly():
     # `momentax --json | head -c 2000`: the reader goes away after 2000 bytes.
     with subprocess.Popen(
@@ -314,6 +316,7 @@ def test_closed_pipe_ends_quietly():
     assert "Traceback" not in err and "Error" not in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_full_disk_gives_a_message_and_status_1():
     with open("/dev/full", "w") as full:
@@ -332,6 +335,7 @@ def test_full_disk_gives_a_message_and_status_1():
     )
 
 
+@pytest.mark.slow
 def test_closed_stdout_gives_a_message_and_status_1():
     # `momentax >&-`: Python starts with sys.stdout None, and print() to it
     # silently writes nothing.
@@ -387,6 +391,7 @@ def test_progress_is_shown_only_for_long_runs():
     assert stream.getvalue() == "momentum: 20/40 epochs (50%), 2.5 s\n"
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_end_to_end(tmp_path):
     done = run_module("--task", "tiny", "--out", "plots", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -433,6 +438,7 @@ def synthetic_results(epochs):
     return task, optimum, results
 
 
+@pytest.mark.slow
 def test_json_history_is_streamed_not_listed():
     # 4 runs x 4 series x 100k epochs: as lists of Python floats (as before),
     # about 32 bytes a number, 50 MB; streamed, a few chunks of 65536 numbers.

@@ -23,6 +23,10 @@ def _pinned() -> dict[str, tuple[str, np.ndarray]]:
     }
 
 
+# Bits are what one compiler emits: the codegen tier, on the jaxlib it pins.
+# The tolerance-based grids (torch, optax, float64 NumPy) check the numbers.
+pytestmark = pytest.mark.codegen
+
 PINNED = _pinned()
 CASES = {name: (kwargs, dtype) for name, kwargs, dtype in pinned_grid.cases()}
 

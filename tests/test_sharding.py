@@ -298,6 +298,8 @@ def replicate_velocity_first(opt):
 CONTROL_MESH = make_mesh((2, 4), ("data", "model"))
 
 
+# The partitioned HLO is the compiler's: the codegen tier.
+@pytest.mark.codegen
 @pytest.mark.parametrize("convention", momentax.CONVENTIONS)
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("broken", [False, True])
