@@ -16,6 +16,7 @@ from momentax._alias import Convention as Convention
 from momentax._alias import momentum as momentum
 from momentax._hyperparams import HyperParam as HyperParam
 from momentax._momentum import scale_by_momentum as scale_by_momentum
+from momentax._state import CountedMomentumState as CountedMomentumState
 from momentax._state import MomentumState as MomentumState
 from momentax._sweep import uses_single_sweep as uses_single_sweep
 from momentax._tuning import HeavyBallTuning as HeavyBallTuning
@@ -26,6 +27,7 @@ __version__ = "0.2.0.dev0"
 __all__ = [
     "CONVENTIONS",
     "Convention",
+    "CountedMomentumState",
     "HeavyBallTuning",
     "HyperParam",
     "MomentumState",

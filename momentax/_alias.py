@@ -15,6 +15,7 @@ import optax
 
 from momentax import _hyperparams as hp
 from momentax import _sweep, _trees
+from momentax._inputs import checked_inputs
 from momentax._learning_rate import scale_by_learning_rate
 from momentax._momentum import scale_by_momentum
 from momentax._precision import compute_in
@@ -279,7 +280,7 @@ def momentum(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
     if hp.is_static_zero(momentum):
-        return chain  # Plain SGD: one loop already, and no velocity.
+        return checked_inputs(chain)  # Plain SGD: one loop already, no velocity.
     if accumulator_dtype is not None:
         chain = compute_in(chain, accumulator_dtype)
-    return _sweep.single_sweep(chain) if single_sweep else chain
+    return checked_inputs(_sweep.single_sweep(chain) if single_sweep else chain)

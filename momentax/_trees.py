@@ -1,5 +1,6 @@
 """Checks and dtypes of the trees the transforms see: params, updates, buffers."""
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +103,14 @@ def _number_hint(leaf: Any) -> str:
     return ""
 
 
+_FIXES = {
+    "params": "Pass the params the updates are the gradients of: "
+    "update(updates, state, params).",
+    "velocity": "Pass the state that init returned for params of the updates' "
+    "structure.",
+}
+
+
 def check_like(updates: Any, other: Any, what: str) -> None:
     """Checks that ``updates`` has the tree structure and shapes of ``other``.
 
@@ -113,7 +122,8 @@ def check_like(updates: Any, other: Any, what: str) -> None:
     if updates_structure != other_structure:  # type: ignore[operator]
         raise ValueError(
             f"The updates do not have the structure of the {what}.\n"
-            f"  updates: {updates_structure}\n  {what}: {other_structure}"
+            f"  updates: {updates_structure}\n  {what}: {other_structure}\n"
+            + _FIXES.get(what, "")
         )
     mismatches = [
         f"  {jax.tree_util.keystr(path)}: updates {jnp.shape(u)}, {what} {jnp.shape(o)}"
@@ -128,4 +138,41 @@ def check_like(updates: Any, other: Any, what: str) -> None:
         raise ValueError(
             f"The updates do not have the shapes of the {what}:\n"
             + "\n".join(mismatches)
+            + f"\n{_FIXES.get(what, '')}"
         )
+
+
+def _update_problem(leaf: Any) -> str:
+    """What makes ``leaf`` no update (with the fix), or ``""`` if it is one."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None and isinstance(leaf, numbers.Number):
+        dtype = jnp.result_type(leaf)  # A Python number (bool included).
+    if dtype is None:
+        return (
+            f"must be an array or a number; got {type(leaf).__name__}. Pass the "
+            "gradients, e.g. from jax.grad(loss)(params)"
+        )
+    if dtype == jnp.bool_:
+        return (
+            "has dtype bool, which is not a gradient: pass floating-point "
+            "gradients (a 0/1 mask becomes one with mask.astype(jnp.float32); to "
+            "leave leaves out, use optax.masked)"
+        )
+    if not jnp.issubdtype(dtype, jnp.number):
+        return f"has dtype {dtype}, not a number; pass floating-point gradients"
+    return ""
+
+
+def check_updates(updates: Any) -> None:
+    """Checks that every update is a number or an array of numbers, not booleans.
+
+    Only dtypes are read, so the check holds under ``jit``.
+
+    Raises:
+        TypeError: Naming the first leaf that is boolean or not numeric.
+    """
+    for index, leaf in enumerate(jax.tree.leaves(updates)):
+        problem = _update_problem(leaf)
+        if problem:
+            path, _ = jax.tree_util.tree_leaves_with_path(updates)[index]
+            raise TypeError(f"updates{jax.tree_util.keystr(path)} {problem}.")
