@@ -2,10 +2,10 @@
 
 The chain's pieces each check what they read; this wrapper checks what the
 whole step is given, with messages that name the argument: a state that is
-not the chain's, updates that are booleans or not numbers, params of another
-structure. Integer updates are taken at their value in floating point, as
-``optax.sgd``'s arithmetic takes them. Only structures and dtypes are read,
-so every check holds under ``jax.jit``.
+not the chain's, updates that are booleans or not numbers. Integer updates are
+taken at their value in floating point, as ``optax.sgd``'s arithmetic takes
+them. Only structures and dtypes are read, so every check holds under
+``jax.jit``.
 """
 
 from typing import Any
@@ -61,11 +61,9 @@ def checked_inputs(
                 "init returns: pass it, as in state = opt.init(params); "
                 "updates, state = opt.update(grads, state, params)."
             )
-        check_updates(updates)
-        if params is not None:
-            check_like(updates, params, "params")
-        leaves = jax.tree.leaves(updates)
-        if any(jnp.issubdtype(jnp.result_type(x), jnp.integer) for x in leaves):
+        if check_updates(updates):
+            if params is not None:
+                check_like(updates, params, "params")
             updates = _as_floating(updates, params)
         result: tuple[optax.Updates, Any] = inner.update(
             updates, state, params, **extra_args
