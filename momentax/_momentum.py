@@ -83,7 +83,7 @@ def _no_buffer() -> optax.GradientTransformationExtraArgs:
         del params, extra_args
         _check_state(state, MomentumState, "momentum=0 keeps no buffer")
         if state.velocity is not None:
-            raise ValueError(
+            raise TypeError(
                 "scale_by_momentum(0) keeps no buffer, but the state holds one: it "
                 "comes from an optimizer with momentum. Pass the state that this "
                 "optimizer's init returned."
@@ -122,8 +122,8 @@ def scale_by_momentum(
     updates: an integer update is taken at its value, and its output has the
     buffer's dtype (as ``optax.trace`` promotes it) rather than its own. The
     buffer keeps its dtype and, under ``jax.jit`` on a mesh, its param's
-    sharding. Changing a schedule's values never
-    recompiles a jitted step; changing a Python number passed here does.
+    sharding. Changing a schedule's values never recompiles a jitted step;
+    changing a Python number passed here does.
 
     Args:
         momentum: :math:`\mu` in [0, 1]: a float, a JAX scalar, a schedule of
@@ -243,7 +243,8 @@ def scale_by_momentum(
             new_v = lax.add(lax.mul(mu, cast(v, dtype)), x_in)
             out = lax.add(x, lax.mul(mu, new_v)) if nesterov else new_v
             # An integer update comes out in the dtype it was accumulated in.
-            out_dtype = g.dtype if jnp.issubdtype(g.dtype, jnp.inexact) else dtype
+            integer = g.dtype != dtype and not jnp.issubdtype(g.dtype, jnp.inexact)
+            out_dtype = dtype if integer else g.dtype
             return cast(out, out_dtype), shard_like(cast(new_v, v.dtype), v)
 
         steps = jax.tree.map(leaf, updates, state.velocity, momenta)

@@ -299,6 +299,11 @@ DAMPED_FROM_UNDAMPED = [
         lambda: momentax.scale_by_momentum(0.9),
         "so its state is a CountedMomentumState",
     ),
+    (
+        lambda: momentax.scale_by_momentum(0),
+        lambda: momentax.scale_by_momentum(0.9),
+        r"scale_by_momentum\(0\) keeps no buffer, but the state holds one",
+    ),
 ]
 
 
