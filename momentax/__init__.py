@@ -14,11 +14,11 @@ from momentax import hyperparams as hyperparams
 from momentax._alias import CONVENTIONS as CONVENTIONS
 from momentax._alias import Convention as Convention
 from momentax._alias import momentum as momentum
+from momentax._codegen import uses_single_sweep as uses_single_sweep
 from momentax._hyperparams import HyperParam as HyperParam
 from momentax._momentum import scale_by_momentum as scale_by_momentum
 from momentax._state import CountedMomentumState as CountedMomentumState
 from momentax._state import MomentumState as MomentumState
-from momentax._sweep import uses_single_sweep as uses_single_sweep
 from momentax._tuning import HeavyBallTuning as HeavyBallTuning
 from momentax._tuning import heavy_ball_tuning as heavy_ball_tuning
 

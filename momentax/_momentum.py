@@ -15,7 +15,7 @@ import optax
 from jax import lax
 
 from momentax import _hyperparams as hp
-from momentax._sharding import shard_like
+from momentax._codegen import keep_velocity_sharding
 from momentax._state import CountedMomentumState, MomentumState
 from momentax._trees import (
     cast,
@@ -189,11 +189,8 @@ def scale_by_momentum(
         check_params(params, accumulator_dtype)
         hp.check_prefix("momentum", momentum, params)
         velocity = jax.tree.map(
-            lambda p: shard_like(
-                optax.tree.zeros_like(
-                    p, dtype=velocity_dtype(jnp.result_type(p), accumulator_dtype)
-                ),
-                p,
+            lambda p: optax.tree.zeros_like(
+                p, dtype=velocity_dtype(jnp.result_type(p), accumulator_dtype)
             ),
             jax.tree.map(jnp.asarray, params),
         )
@@ -245,7 +242,7 @@ def scale_by_momentum(
             # An integer update comes out in the dtype it was accumulated in.
             integer = g.dtype != dtype and not jnp.issubdtype(g.dtype, jnp.inexact)
             out_dtype = dtype if integer else g.dtype
-            return cast(out, out_dtype), shard_like(cast(new_v, v.dtype), v)
+            return cast(out, out_dtype), cast(new_v, v.dtype)
 
         steps = jax.tree.map(leaf, updates, state.velocity, momenta)
         outer = jax.tree.structure(updates)
@@ -254,7 +251,9 @@ def scale_by_momentum(
         )
         return new_updates, _next(count, new_velocity)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return keep_velocity_sharding(
+        optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    )
 
 
 def _next(

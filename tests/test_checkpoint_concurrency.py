@@ -15,6 +15,7 @@ import momentax.training
 from tests.helpers import subprocess_env
 
 save, restore = momentax.training.save_checkpoint, momentax.training.restore_checkpoint
+pytestmark = pytest.mark.slow  # child processes
 ROOT = pathlib.Path(__file__).parent.parent
 
 # A save in another process that stops once Orbax has written its files (before

@@ -146,7 +146,8 @@ def test_another_optimizer_is_refused_naming_both(tmp_path):
     ("saved", "target"), [("sutskever", "pytorch"), ("pytorch", "sutskever")]
 )
 def test_the_other_convention_is_refused_naming_both(tmp_path, saved, target):
-    # 0.1.0 had one state type for both conventions: this restored silently.
+    # The velocity means a different thing in each convention (a step, or a
+    # gradient sum): restoring one into the other would train wrongly, silently.
     message = refused(tmp_path, momentum(saved), create(momentum(target)))
     assert re.search(
         r"opt_state/\d: checkpoint has \w+State, target has \w+State", message

@@ -9,10 +9,12 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import momentax.training
 from tests.helpers import subprocess_env
 
+pytestmark = pytest.mark.slow  # child processes
 ROOT = pathlib.Path(__file__).parent.parent
 NUM_PROCESSES = 2
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import TOL, subprocess_env
 
+pytestmark = pytest.mark.slow  # child processes
 SCRIPT = pathlib.Path(__file__).parent.parent / "examples" / "multiprocess.py"
 EXAMPLE = runpy.run_path(str(SCRIPT))  # its globals: train() and the settings
 NUM_PROCESSES = 2

@@ -137,6 +137,15 @@ def fit(
     axis: step ``i`` uses batch ``i mod B``, so ``num_steps = epochs * B`` runs
     ``epochs`` passes (default: one pass).
 
+    Donation: by default the params and ``opt_state`` passed in are donated, so
+    XLA writes the results into their memory and the arrays passed in are
+    deleted: use the returned ones. Whatever else holds those arrays loses them
+    too, such as a Flax NNX module split with ``nnx.split`` or an Equinox
+    module split with ``eqx.partition``: using it raises ``RuntimeError: Array
+    has been deleted`` until the returned params are put back
+    (``nnx.update(model, result.params)``, ``eqx.combine(result.params,
+    static)``). Pass ``donate=False`` to keep the inputs alive.
+
     Compilation: the first call compiles a scan of ``steps_per_call`` steps; later
     calls and later fits reuse it while ``loss_fn``, the optimizer, the record
     functions and ``placement`` are the same objects and the shapes agree (a
@@ -187,7 +196,8 @@ def fit(
         TypeError: For arguments of the wrong kind or a ``callback`` that does not
             take two arguments.
         ValueError: For bad counts, ragged stacked data, an ``opt_state`` of
-            another optimizer or other params, or tied params while donating.
+            another optimizer or other params, tied params while donating, or
+            arrays deleted by an earlier donated call.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -238,6 +248,9 @@ def fit(
             "several calls."
         )
     names = [name for name, _ in pairs]
+    deleted = s.deleted_leaf(params=params, opt_state=opt_state, data=data)
+    if deleted is not None:
+        raise ValueError(deleted)
     created = opt_state is None
     if not created:  # Before placing it, which reads its structure.
         s.check_state(optimizer, params, opt_state, names)
