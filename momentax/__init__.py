@@ -17,6 +17,7 @@ from momentax._alias import momentum as momentum
 from momentax._codegen import uses_single_sweep as uses_single_sweep
 from momentax._hyperparams import HyperParam as HyperParam
 from momentax._momentum import scale_by_momentum as scale_by_momentum
+from momentax._state import CountedMomentumState as CountedMomentumState
 from momentax._state import MomentumState as MomentumState
 from momentax._tuning import HeavyBallTuning as HeavyBallTuning
 from momentax._tuning import heavy_ball_tuning as heavy_ball_tuning
@@ -26,6 +27,7 @@ __version__ = "0.2.0.dev0"
 __all__ = [
     "CONVENTIONS",
     "Convention",
+    "CountedMomentumState",
     "HeavyBallTuning",
     "HyperParam",
     "MomentumState",
