@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
-from momentax import _sweep, _trees
+from momentax import _trees
+from momentax._codegen import compiled_form
+from momentax._inputs import checked_inputs
 from momentax._learning_rate import scale_by_learning_rate
 from momentax._momentum import scale_by_momentum
-from momentax._precision import compute_in
 
 
 def _negate(updates: optax.Updates, params: optax.Params | None) -> optax.Updates:
@@ -42,6 +43,7 @@ def _add_decayed_weights(weight_decay: hp.Scalar) -> optax.GradientTransformatio
                 "weight_decay as an array even when it is 0: pass the params, or "
                 "list 'weight_decay' in its static_args.)"
             )
+        _trees.check_like(updates, params, "params")
         return jax.tree.map(
             lambda g, p: g + jnp.asarray(weight_decay, g.dtype) * p.astype(g.dtype),
             updates,
@@ -49,55 +51,6 @@ def _add_decayed_weights(weight_decay: hp.Scalar) -> optax.GradientTransformatio
         )
 
     return optax.stateless(decay)
-
-
-# The dtypes in which multiplying by one gives back every bit pattern the
-# update can hold (zeros of either sign, infinities, NaNs, subnormals).
-_UNIT_SCALED = frozenset(
-    jnp.dtype(t) for t in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
-)
-
-
-def _fused_add(
-    inner: optax.GradientTransformation,
-) -> optax.GradientTransformationExtraArgs:
-    """``inner``, with its updates in the form XLA:CPU fuses into the params' add.
-
-    Only the lr-inside chain without Nesterov needs it: its update is the new
-    buffer itself, which ``optax.apply_updates`` adds to the params alone, and
-    XLA:CPU compiles a lone elementwise add through a slower path than a fused
-    loop (about 2x slower at 1e5-1e6 float32 params, behind ``optax.sgd``'s
-    multiply-add). Under ``jit`` the update is written as ``v * 1``, with the
-    one passed through ``jax.lax.optimization_barrier`` so that XLA cannot
-    simplify the product away before fusion; it fuses into the add as Optax's
-    ``p + (-lr) * u`` does, and the compiled step has Optax's shape. Multiplying
-    by one is exact in IEEE arithmetic, so the update keeps ``v``'s bits.
-
-    (``reduce_precision`` to the dtype's own widths fused too, but XLA:CPU's
-    loop for it is 1.1-1.4x slower at 1e5-1e6 floats; ``copysign(v, v)`` is
-    six operations per leaf, a cost in compile time at many leaves.) Complex
-    and float8 updates are returned as they are. Eagerly nothing fuses, and
-    the updates are returned as they are. The state is ``inner``'s.
-    """
-    inner = optax.with_extra_args_support(inner)
-
-    def update_fn(
-        updates: optax.Updates,
-        state: Any,
-        params: optax.Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[optax.Updates, Any]:
-        updates, state = inner.update(updates, state, params, **extra_args)
-        leaves, treedef = jax.tree.flatten(updates)
-        if not _trees.traced(leaves):
-            return updates, state
-        dtypes = sorted({x.dtype for x in leaves if x.dtype in _UNIT_SCALED}, key=str)
-        ones = jax.lax.optimization_barrier([jnp.ones((), d) for d in dtypes])  # type: ignore[no-untyped-call]
-        one = dict(zip(dtypes, ones, strict=True))
-        scaled = [x * one[x.dtype] if x.dtype in one else x for x in leaves]
-        return jax.tree.unflatten(treedef, scaled), state
-
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
 
 Convention: TypeAlias = Literal["sutskever", "pytorch"]
@@ -149,7 +102,9 @@ def momentum(
 
     Apply the updates with ``optax.apply_updates(params, updates)``. Extra
     keyword arguments of ``update`` (such as ``value=loss``) are accepted and
-    ignored, as by every Optax optimizer.
+    ignored, as by every Optax optimizer. As with ``optax.sgd``, gradients may
+    be Python numbers or integer arrays (taken at their value in the params'
+    dtype, without params in the default float dtype), and trees may be empty.
 
     A step whose momentum is 0 (a schedule or injected value reaching 0) is a
     plain SGD step and restarts the buffer from that step's gradient,
@@ -217,8 +172,10 @@ def momentum(
             for without momentum or with dampening, or ``convention`` is
             unknown. At ``init``/``update``: a per-leaf hyperparameter does not
             match the params, the gradients' structure differs from the
-            state's, or weight decay is asked for without params.
-        TypeError: An argument has the wrong type.
+            state's or the params', or weight decay is asked for without params.
+        TypeError: An argument has the wrong type. At ``update``: a gradient
+            is boolean or not a number, or the state is not one this
+            optimizer's ``init`` returns.
 
     Examples:
         Fit ``y = 2x + 1`` with one learning rate for the slope and one for
@@ -273,13 +230,17 @@ def momentum(
     if maximize:
         pieces.insert(0, optax.stateless(_negate))
     chain = optax.chain(*pieces)
-    if convention == "sutskever" and not nesterov and not hp.is_static_zero(momentum):
-        chain = _fused_add(chain)
     accumulator_dtype = hp.check_dtype(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
     if hp.is_static_zero(momentum):
-        return chain  # Plain SGD: one loop already, and no velocity.
-    if accumulator_dtype is not None:
-        chain = compute_in(chain, accumulator_dtype)
-    return _sweep.single_sweep(chain) if single_sweep else chain
+        return checked_inputs(chain)  # Plain SGD: one fused loop already.
+    return checked_inputs(
+        compiled_form(
+            chain,
+            accumulator_dtype=accumulator_dtype,
+            # The update is the new velocity itself: lr inside, without Nesterov.
+            fused_add=convention == "sutskever" and not nesterov,
+            sweep=single_sweep,
+        )
+    )
