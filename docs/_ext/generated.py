@@ -1,9 +1,10 @@
 """Pages parts generated at build time, so that no number on the site is copied by hand.
 
-* ``_build/generated/benchmarks.md``: the tables of ``benchmarks/results/cpu.json``,
-  rendered by the benchmark suite's own markdown writer, and ``compile.md``: those of
-  ``benchmarks/results/compile/cpu.json`` (the compile section, run apart: it takes
-  about 50 minutes on 2 cores).
+* ``_build/generated/benchmarks.md``: the tables of
+  ``benchmarks/results/cpu/results.json``, rendered by the benchmark suite's own
+  markdown writer, and ``compile.md``: those of
+  ``benchmarks/results/cpu-compile/results.json`` (the compile section, run apart: it
+  takes about 35 minutes on 2 cores with one repeat).
 * ``_build/generated/<task>.txt`` and ``<task>-*.png``: the main job's output and
   plots, from running ``python -m momentax --task <task> --out ...`` for both tasks.
 """
@@ -23,12 +24,12 @@ TASKS = ("noisy", "tiny")
 
 def benchmark_tables(results_path: Path) -> str:
     """The benchmark tables as MyST markdown, headings demoted below the page's."""
-    from benchmarks import _report  # the suite's writer of cpu.md
+    from benchmarks import markdown  # the suite's writer of results.md
 
-    text = _report.markdown(json.loads(results_path.read_text()))
+    text = markdown(json.loads(results_path.read_text()))
     lines = text.splitlines()[1:]  # the page has its own title
     return "\n".join(
-        "#" + line if line.startswith("## ") else line for line in lines
+        "#" + line if line.startswith("#") else line for line in lines
     ).lstrip()
 
 
@@ -53,12 +54,10 @@ def run_main_job(task: str) -> str:
 def generate(app: Any) -> None:
     """Writes every generated part before Sphinx reads the pages."""
     OUT.mkdir(parents=True, exist_ok=True)
-    tables = benchmark_tables(ROOT / "benchmarks" / "results" / "cpu.json")
-    (OUT / "benchmarks.md").write_text(tables + "\n")
-    compile_tables = benchmark_tables(
-        ROOT / "benchmarks" / "results" / "compile" / "cpu.json"
-    )
-    (OUT / "compile.md").write_text(compile_tables + "\n")
+    results = ROOT / "benchmarks" / "results"
+    for name, folder in (("benchmarks", "cpu"), ("compile", "cpu-compile")):
+        tables = benchmark_tables(results / folder / "results.json")
+        (OUT / f"{name}.md").write_text(tables + "\n")
     for task in TASKS:
         (OUT / f"{task}.txt").write_text(run_main_job(task))
 
