@@ -8,8 +8,8 @@ class HeavyBallTuning(NamedTuple):
     r"""Holds Polyak's heavy-ball hyperparameters and the rate they achieve.
 
     Attributes:
-        learning_rate: The step size :math:`\alpha`.
-        momentum: The momentum :math:`\beta`.
+        learning_rate: The step size :math:`\eta`.
+        momentum: The momentum :math:`\mu`.
         rate: The asymptotic factor by which the distance to the minimum shrinks
             per step, :math:`(\sqrt\kappa - 1)/(\sqrt\kappa + 1)`.
     """
@@ -40,16 +40,16 @@ def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTu
     method
 
     .. math::
-        \theta_{t+1} = \theta_t - \alpha \nabla f(\theta_t)
-            + \beta (\theta_t - \theta_{t-1})
+        \theta_{t+1} = \theta_t - \eta \nabla f(\theta_t)
+            + \mu (\theta_t - \theta_{t-1})
 
     converges fastest for
 
     .. math::
-        \alpha = \frac{4}{(\sqrt L + \sqrt m)^2}, \qquad
-        \beta = \left(\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}\right)^2,
+        \eta = \frac{4}{(\sqrt L + \sqrt m)^2}, \qquad
+        \mu = \left(\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}\right)^2,
 
-    at the asymptotic rate :math:`\sqrt\beta = (\sqrt\kappa - 1)/(\sqrt\kappa + 1)`
+    at the asymptotic rate :math:`\sqrt\mu = (\sqrt\kappa - 1)/(\sqrt\kappa + 1)`
     per step, against :math:`(\kappa - 1)/(\kappa + 1)` for the best plain
     gradient descent. The heavy-ball method is :func:`momentax.momentum` with
     these values and a constant learning rate, in either convention. For a

@@ -138,6 +138,7 @@ def test_options_reach_the_run(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_json_is_reproducible_across_processes():
     # A fresh process compiles and runs everything anew: the results must be
     # bit for bit those of this process (JSON keeps all 17 significant digits).
@@ -308,6 +309,7 @@ def test_failing_stdout_gives_a_status_not_a_traceback(
         assert err == ""
 
 
+@pytest.mark.slow
 def test_closed_pipe_ends_quietly():
     # `momentax --json | head -c 2000`: the reader goes away after 2000 bytes.
     with subprocess.Popen(
@@ -323,6 +325,7 @@ def test_closed_pipe_ends_quietly():
     assert "Traceback" not in err and "Error" not in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_full_disk_gives_a_message_and_status_1():
     with open("/dev/full", "w") as full:
@@ -341,6 +344,7 @@ def test_full_disk_gives_a_message_and_status_1():
     )
 
 
+@pytest.mark.slow
 def test_closed_stdout_gives_a_message_and_status_1():
     # `momentax >&-`: Python starts with sys.stdout None, and print() to it
     # silently writes nothing.
@@ -361,10 +365,14 @@ def test_closed_stdout_gives_a_message_and_status_1():
     assert "momentax: error: stdout is closed" in done.stderr
 
 
-def test_help_names_the_write_ups_statuses_and_memory(capsys):
+def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps the options to it
     with pytest.raises(SystemExit):
         _cli.main(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().out
+    # Readable in an 80-column terminal: the description is wrapped too.
+    assert max(len(line) for line in out.splitlines()) <= 79, out
+    text = " ".join(out.split())
     for title in (tasks.BLOG_TITLE, tasks.NOTEBOOK_TITLE):
         assert f'"{title}"' in text
     assert "MB per million epochs" in text and "10,000,000 epochs costs" in text
@@ -392,6 +400,7 @@ def test_progress_is_shown_only_for_long_runs():
     assert stream.getvalue() == "momentum: 20/40 epochs (50%), 2.5 s\n"
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_end_to_end(tmp_path):
     done = run_module("--task", "tiny", "--out", "plots", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -438,6 +447,7 @@ def synthetic_results(epochs):
     return task, optimum, results
 
 
+@pytest.mark.slow
 def test_json_history_is_streamed_not_listed():
     # 4 runs x 4 series x 100k epochs: as lists of Python floats (as before),
     # about 32 bytes a number, 50 MB; streamed, a few chunks of 65536 numbers.

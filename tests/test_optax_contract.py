@@ -1,6 +1,9 @@
 """momentax goes where optax.sgd goes: the Optax contract, and what Optax accepts.
 
-Each test here failed on 0.1.0, whose core was one closure with flags.
+Extra arguments to update (as reduce_on_plateau passes them), a step count only
+where something reads it, Python, NumPy and complex params, and refusals, naming
+the fix, of what would train wrongly (integer params, a class taken for a
+schedule, the state of another optimizer).
 """
 
 import jax
@@ -169,7 +172,8 @@ def test_complex_accumulator_for_complex_params(convention, accumulator_dtype):
     ids=["jax_int", "numpy_int", "python_int", "bool"],
 )
 def test_integer_params_are_refused_with_the_fix(params):
-    # 0.1.0 cast the rate to the integer dtype (0.1 -> 0): zero updates, silently.
+    # An integer param would cast the rate to its dtype (0.1 -> 0): zero updates,
+    # silently. Refused, with the fix.
     with pytest.raises(TypeError, match="needs floating-point or complex params"):
         momentax.momentum(0.1, 0.9).init(params)
     with pytest.raises(TypeError, match="needs floating-point or complex params"):
@@ -193,7 +197,8 @@ def test_python_int_param_error_suggests_the_float():
     ],
 )
 def test_classes_and_dtypes_are_not_schedules(kwargs, name):
-    # 0.1.0 took them for schedules: lr = int(step), or momentum = step.
+    # A class or dtype is callable: taken for a schedule it would give
+    # lr = int(step), or momentum = step. Refused, naming the argument.
     with pytest.raises(TypeError, match=f"{name} must be a number or a schedule"):
         momentax.momentum(**kwargs)
 

@@ -126,6 +126,19 @@ class OptimumTest(parameterized.TestCase):
                 tasks.exact_loss(k, b, task.train), expected, rtol=1e-13
             )
 
+    def test_exact_loss_is_never_negative_at_a_zero_loss(self):
+        # y = 2x exactly: around (2, 0) the moment formula's terms (~19) cancel to
+        # rounding, of either sign; a mean of squares is clamped at 0.
+        task = tasks.tiny_line()
+        k = 2.0 + np.linspace(-1e-7, 1e-7, 201)[:, None]
+        b = np.linspace(-1e-7, 1e-7, 201)[None, :]
+        losses = tasks.exact_loss(k, b, task.train)
+        assert losses.min() == 0.0
+        assert tasks.least_squares(task).train_loss >= 0.0
+        # nan and inf (a diverged run) are kept as they are.
+        assert np.isnan(tasks.exact_loss(np.nan, 0.0, task.train))
+        assert tasks.exact_loss(1e200, 0.0, task.train) == np.inf
+
     def test_hessian_is_exact(self):
         with jax.enable_x64(True):
             task = tasks.noisy_line(dtype=jnp.float64)

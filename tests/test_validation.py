@@ -102,9 +102,19 @@ def test_scale_by_momentum_rejects_bad_values(kwargs, message):
 
 
 def test_boundaries_are_accepted():
-    momentax.momentum(0.0, momentum=1.0, dampening=1.0, weight_decay=0.0)
-    momentax.momentum(0.1, momentum=0.0, dampening=0.5)  # PyTorch allows this too.
-    momentax.scale_by_momentum(1.0, nesterov=True)
+    g = jnp.array([1.0, -2.0])
+    # Learning rate 0 moves nothing, whatever the buffer holds.
+    zero_lr = momentax.momentum(0.0, momentum=1.0, dampening=1.0, weight_decay=0.0)
+    updates, _ = zero_lr.update(g, zero_lr.init(g), g)
+    np.testing.assert_array_equal(updates, jnp.zeros(2))
+    # Dampening without momentum (PyTorch allows it too) is plain SGD.
+    plain = momentax.momentum(0.1, momentum=0.0, dampening=0.5)
+    updates, _ = plain.update(g, plain.init(g), g)
+    np.testing.assert_allclose(updates, -0.1 * g, rtol=1e-6)  # one f32 rounding
+    # Momentum 1 with Nesterov: b_1 = g, u_1 = g + 1 * b_1.
+    nesterov = momentax.scale_by_momentum(1.0, nesterov=True)
+    updates, _ = nesterov.update(g, nesterov.init(g))
+    np.testing.assert_array_equal(updates, 2 * g)
 
 
 @pytest.mark.parametrize("argument", ["learning_rate", "momentum"])
@@ -122,7 +132,11 @@ def test_per_leaf_tree_must_match_params(argument):
 def test_per_leaf_tree_may_be_a_prefix():
     params = {"encoder": {"w": jnp.ones(2), "b": jnp.ones(1)}, "head": jnp.ones(3)}
     opt = momentax.momentum({"encoder": 0.1, "head": 0.01})
-    opt.update(params, opt.init(params))
+    updates, _ = opt.update(params, opt.init(params))
+    # A first step with momentum is -lr * g, lr taken from the leaf's prefix.
+    want = {"encoder": {"w": jnp.full(2, -0.1), "b": jnp.full(1, -0.1)}}
+    want["head"] = jnp.full(3, -0.01)
+    chex.assert_trees_all_close(updates, want, rtol=1e-6)  # one f32 rounding
 
 
 @pytest.mark.parametrize("jit", [False, True])

@@ -97,11 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line's options."""
     parser = argparse.ArgumentParser(
         prog="momentax",
-        description=(
+        # Wrapped here: RawDescriptionHelpFormatter keeps the epilog's paragraphs
+        # and would print an unwrapped description as one long line.
+        description=textwrap.fill(
             "Fit y = k*x + b with plain SGD, momentum, Nesterov momentum and the "
             "Polyak-tuned heavy ball, all jit-compiled, and compare them: the "
             "momentum table around k's gradient sign change, final losses, gap to "
-            "the least-squares optimum, epochs to within 1% of it, and plots."
+            "the least-squares optimum, epochs to within 1% of it, and plots. "
+            "One task per run: --task noisy (the default) or --task tiny, "
+            "described below.",
+            79,
+            break_on_hyphens=False,
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
