@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -365,6 +366,45 @@ def test_closed_stdout_gives_a_message_and_status_1():
     assert "momentax: error: stdout is closed" in done.stderr
 
 
+INTERRUPTED = "momentax: interrupted (Ctrl-C); nothing more was written\n"
+
+
+def test_ctrl_c_during_training_gives_one_line_and_status_130(monkeypatch, capsys):
+    # Raised from fit's callback, so the KeyboardInterrupt carries fit's resume
+    # note; the command prints neither it nor a traceback.
+    def progress(*args, **kwargs):
+        def callback(done, total):
+            raise KeyboardInterrupt
+
+        return callback
+
+    monkeypatch.setattr(_cli, "Progress", progress)
+    status, out = run_cli("--task", "tiny", "--no-plots")
+    assert status == _cli.EXIT_INTERRUPTED == 130
+    assert out == ""
+    assert capsys.readouterr().err == INTERRUPTED
+
+
+@pytest.mark.slow
+def test_sigint_ends_the_command_with_status_130():
+    # 2,000,000 epochs run in calls of 100,000, with a progress line after each
+    # call once a second has passed: the first line says training has started.
+    with subprocess.Popen(
+        [sys.executable, "-m", "momentax", "--epochs", "2000000", "--no-plots"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, MPLBACKEND="Agg"),
+    ) as process:
+        first = process.stderr.readline()
+        assert first.startswith("sgd: "), first
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=300) == 130
+        assert process.stdout.read() == ""
+    assert rest == INTERRUPTED, rest
+
+
 def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")  # argparse wraps the options to it
     with pytest.raises(SystemExit):
@@ -376,7 +416,12 @@ def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
     for title in (tasks.BLOG_TITLE, tasks.NOTEBOOK_TITLE):
         assert f'"{title}"' in text
     assert "MB per million epochs" in text and "10,000,000 epochs costs" in text
-    for status in ("0 done", "3 done, but a run diverged", "2 a bad option"):
+    for status in (
+        "0 done",
+        "3 done, but a run diverged",
+        "2 a bad option",
+        "130 interrupted by Ctrl-C",
+    ):
         assert status in text
     assert "the post" not in text and "the notebook's" not in text
 

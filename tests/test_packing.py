@@ -81,6 +81,19 @@ def test_pack_rejects_packed_and_non_numeric_leaves():
         momentax.training.pack({"key": jax.random.key(0)})
 
 
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        ({"a": "x"}, r"tree\['a'\] is 'x', a str\. Pack the arrays only"),
+        ({"w": jnp.zeros(2), "f": [len]}, r"tree\['f'\]\[0\] is .*, a builtin"),
+        ({"s": np.array(["a"])}, r"tree\['s'\] is array\(\['a'\], .*, a ndarray"),
+    ],
+)
+def test_pack_names_the_leaf_that_is_not_a_number(tree, message):
+    with pytest.raises(TypeError, match=message):
+        momentax.training.pack(tree)
+
+
 def test_gradient_through_unpack_matches_the_tree_gradient():
     params, batch = mlp_setup()
     expected = jax.grad(mlp_loss)(params, batch)
