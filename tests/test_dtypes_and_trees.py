@@ -16,7 +16,8 @@ def _dtypes(tree):
 
 
 class DtypeTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
+    # Jitted: eager steps keep their dtypes under Hypothesis (test_properties.py).
+    @chex.variants(with_jit=True)
     @parameterized.product(
         convention=momentax.CONVENTIONS,
         param_dtype=("bfloat16", "float16", "float32"),
@@ -71,15 +72,15 @@ class DtypeTest(chex.TestCase):
         grads = helpers.gradient_stream(params, 20)
         opt = momentax.scale_by_momentum(0.9, accumulator_dtype=jnp.float32)
         reference = momentax.scale_by_momentum(0.9)
-        _, state = helpers.run(opt, params, grads)
+        _, state = helpers.run(opt, params, grads, jax.jit)
         grads32 = [jax.tree.map(lambda g: g.astype(jnp.float32), g) for g in grads]
         params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
-        _, want = helpers.run(reference, params32, grads32)
+        _, want = helpers.run(reference, params32, grads32, jax.jit)
         # Same f32 arithmetic on the same (bf16-exact) gradients: equal to f32 rounding.
         chex.assert_trees_all_close(
             helpers.velocity(state), helpers.velocity(want), rtol=1e-6
         )
-        _, bf16_state = helpers.run(reference, params, grads)
+        _, bf16_state = helpers.run(reference, params, grads, jax.jit)
         with self.assertRaises(AssertionError):  # a bf16 buffer is visibly coarser
             chex.assert_trees_all_close(
                 bf16_state.velocity, helpers.velocity(want), rtol=1e-6
@@ -90,7 +91,7 @@ class DtypeTest(chex.TestCase):
             params = helpers.nested_params(jnp.float32)
             opt = momentax.momentum(0.1, accumulator_dtype=jnp.float64)
             state = opt.init(params)
-            _, state = opt.update(params, state, params)
+            _, state = jax.jit(opt.update)(params, state, params)
             for leaf in jax.tree.leaves(helpers.velocity(state)):
                 self.assertEqual(leaf.dtype, jnp.float64)
 

@@ -82,7 +82,9 @@ class PerLeafTest(chex.TestCase):
 
 
 class ZeroMomentumStepTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
+    # Jitted: eager steps under schedules are checked against the float64 rule
+    # under Hypothesis (test_properties.py).
+    @chex.variants(with_jit=True)
     @parameterized.product(convention=momentax.CONVENTIONS, dampening=(0.0, 0.3))
     def test_a_zero_momentum_step_restarts_the_buffer(self, convention, dampening):
         # A momentum warm-up from 0 and a schedule that drops to 0 mid-run.
@@ -109,7 +111,9 @@ class ZeroMomentumStepTest(chex.TestCase):
 
 
 class OptaxScheduleTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
+    # Jitted: eager steps under schedules are checked against the float64 rule
+    # under Hypothesis (test_properties.py).
+    @chex.variants(with_jit=True)
     # Named cases: a function's repr holds its address, which differs between the
     # processes of a parallel run (pytest-xdist), which must collect the same ids.
     @parameterized.named_parameters(

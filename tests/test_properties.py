@@ -63,6 +63,9 @@ def _params(shape_tree, dtype, seed):
     )
 
 
+# Fewer examples for the two properties below: each (param dtype, accumulator
+# dtype, convention) is also checked, jitted, in test_dtypes_and_trees.py.
+@settings(max_examples=15)
 @given(
     shape_tree=trees,
     kwargs=options(),
@@ -85,6 +88,7 @@ def test_state_structure_and_dtype_are_stable(
         state = new_state
 
 
+@settings(max_examples=15)
 @given(shape_tree=trees, kwargs=options(), seed=st.integers(0, 2**16))
 def test_zero_gradient_from_zero_velocity_is_a_zero_update(shape_tree, kwargs, seed):
     # With weight decay the followed gradient is wd * p, so use zero params there.

@@ -2,20 +2,21 @@
 
 The grid: every valid combination of momentum, dampening, Nesterov, weight decay
 and maximize, in both conventions, on every device JAX sees, jitted, in float64
-(so that a tolerance of 1e-12 catches any formula error). Eager steps and float32
-are compared with references elsewhere: optax.sgd (test_reference.py) and the
-float64 NumPy rule under Hypothesis (test_properties.py).
+(so that a tolerance of 1e-12 catches any formula error). The fast tier runs a
+subset that holds every pair of option values (:data:`PAIRWISE`); the slow tier
+(``pytest -m slow``) the rest of the grid. Eager steps and float32 are compared
+with references elsewhere: optax.sgd (test_reference.py) and the float64 NumPy
+rule under Hypothesis (test_properties.py).
 """
 
 import itertools
-import unittest
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl.testing import parameterized
+import pytest
 
 import momentax
 from tests import helpers
@@ -34,6 +35,45 @@ VALID = [
     o for o in OPTIONS if not o["nesterov"] or (o["momentum"] and not o["dampening"])
 ]
 INVALID = [o for o in OPTIONS if o not in VALID]
+
+pytestmark = pytest.mark.skipif(
+    torch is None, reason="torch is not installed: pip install torch==2.13.0"
+)
+
+
+def _pairs(options):
+    return {
+        ((a, options[a]), (b, options[b]))
+        for a, b in itertools.combinations(sorted(options), 2)
+    }
+
+
+def _pairwise(cases):
+    """A few of ``cases`` that together hold every pair of values any case holds."""
+    needed = set().union(*map(_pairs, cases))
+    chosen = []
+    while needed:
+        best = max(cases, key=lambda o: len(_pairs(o) & needed))
+        chosen.append(best)
+        needed -= _pairs(best)
+    return chosen
+
+
+PAIRWISE = _pairwise(VALID)
+
+
+def _grid():
+    """Every valid combination; those outside :data:`PAIRWISE` in the slow tier."""
+    return [
+        pytest.param(
+            options,
+            device,
+            marks=() if options in PAIRWISE else pytest.mark.slow,
+            id="-".join(f"{k}={v}" for k, v in options.items()) + f"-{device}",
+        )
+        for options in VALID
+        for device in helpers.DEVICE_NAMES
+    ]
 
 
 def _torch_run(options, params, grads, schedule):
@@ -56,39 +96,46 @@ def _torch_run(options, params, grads, schedule):
     return as_tree(tensors), (as_tree(buffers) if buffers[0] is not None else None)
 
 
-@unittest.skipIf(torch is None, "torch is not installed: pip install torch==2.13.0")
-class TorchParityTest(chex.TestCase):
-    def _compare(self, options, convention, schedule, device_name):
-        device = helpers.DEVICES[device_name]
-        with jax.enable_x64(True), jax.default_device(device):
-            params = jax.device_put(helpers.nested_params(jnp.float64), device)
-            grads = jax.device_put(helpers.gradient_stream(params, STEPS), device)
-            opt = momentax.momentum(schedule, convention=convention, **options)
-            got, state = helpers.run(opt, params, grads, jax.jit)
-            want, want_buffer = _torch_run(options, params, grads, schedule)
-        tol = helpers.TOL[jnp.dtype(jnp.float64)]
-        helpers.assert_on_device(got, device)
-        chex.assert_trees_all_close(got, want, **tol)
-        chex.assert_trees_all_equal_dtypes(got, params)
-        if options["momentum"]:
-            lr = float(schedule(STEPS - 1))
-            scale = -lr if convention == "sutskever" else 1.0
-            want_velocity = jax.tree.map(lambda b: scale * b, want_buffer)
-            chex.assert_trees_all_close(helpers.velocity(state), want_velocity, **tol)
-        else:
-            self.assertIsNone(helpers.velocity(state))
+def _compare(options, convention, schedule, device_name):
+    device = helpers.DEVICES[device_name]
+    with jax.enable_x64(True), jax.default_device(device):
+        params = jax.device_put(helpers.nested_params(jnp.float64), device)
+        grads = jax.device_put(helpers.gradient_stream(params, STEPS), device)
+        opt = momentax.momentum(schedule, convention=convention, **options)
+        got, state = helpers.run(opt, params, grads, jax.jit)
+        want, want_buffer = _torch_run(options, params, grads, schedule)
+    tol = helpers.TOL[jnp.dtype(jnp.float64)]
+    helpers.assert_on_device(got, device)
+    chex.assert_trees_all_close(got, want, **tol)
+    chex.assert_trees_all_equal_dtypes(got, params)
+    if options["momentum"]:
+        lr = float(schedule(STEPS - 1))
+        scale = -lr if convention == "sutskever" else 1.0
+        want_velocity = jax.tree.map(lambda b: scale * b, want_buffer)
+        chex.assert_trees_all_close(helpers.velocity(state), want_velocity, **tol)
+    else:
+        assert helpers.velocity(state) is None
 
-    @parameterized.product(options=VALID, device=helpers.DEVICE_NAMES)
-    def test_pytorch_convention_matches_torch_under_schedule(self, options, device):
-        self._compare(options, "pytorch", SCHEDULE, device)
 
-    @parameterized.product(options=VALID, device=helpers.DEVICE_NAMES)
-    def test_sutskever_convention_matches_torch_at_constant_lr(self, options, device):
-        self._compare(options, "sutskever", optax.constant_schedule(0.05), device)
+def test_the_fast_subset_holds_every_pair_of_option_values():
+    held = set().union(*map(_pairs, PAIRWISE))
+    assert held == set().union(*map(_pairs, VALID))
+    assert len(PAIRWISE) < len(VALID)
 
-    @parameterized.parameters(INVALID)
-    def test_both_reject_the_same_combinations(self, **options):
-        with self.assertRaises(ValueError):
-            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, **options)
-        with self.assertRaisesRegex(ValueError, "nesterov"):
-            momentax.momentum(0.1, convention="pytorch", **options)
+
+@pytest.mark.parametrize(("options", "device"), _grid())
+def test_pytorch_convention_matches_torch_under_schedule(options, device):
+    _compare(options, "pytorch", SCHEDULE, device)
+
+
+@pytest.mark.parametrize(("options", "device"), _grid())
+def test_sutskever_convention_matches_torch_at_constant_lr(options, device):
+    _compare(options, "sutskever", optax.constant_schedule(0.05), device)
+
+
+@pytest.mark.parametrize("options", INVALID)
+def test_both_reject_the_same_combinations(options):
+    with pytest.raises(ValueError):
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, **options)
+    with pytest.raises(ValueError, match="nesterov"):
+        momentax.momentum(0.1, convention="pytorch", **options)
