@@ -1,8 +1,11 @@
 """Checkpoints: a resumed run is bit-for-bit the run that never stopped."""
 
+import gc
 import hashlib
+import json
 import os
 import shutil
+import socket
 
 import jax
 import jax.numpy as jnp
@@ -395,3 +398,38 @@ def test_a_sharded_empty_leaf_restores_into_its_sharding(manager):
     target = {"e": jax.ShapeDtypeStruct((0, 8), jnp.float32, sharding=sharding)}
     restored = manager.restore(target)
     assert restored["e"].shape == (0, 8) and restored["e"].sharding == sharding
+
+
+def test_a_dropped_manager_frees_its_directory(tmp_path):
+    # A manager that is garbage-collected without close() (a notebook cell run
+    # again) releases its claim, so a new manager in this process can save.
+    tree = {"w": jnp.arange(3.0)}
+    first = momentax.training.CheckpointManager(tmp_path / "ckpt")
+    first.save(1, tree)
+    first.wait()
+    del first
+    gc.collect()
+    with momentax.training.CheckpointManager(tmp_path / "ckpt") as second:
+        second.save(2, tree)
+        second.wait()
+        assert second.all_steps() == [1, 2]
+
+
+def test_a_lock_of_this_process_that_no_manager_holds_is_removed(tmp_path):
+    # What a manager that never released its claim leaves (os._exit in a
+    # notebook kernel is one way): this process's pid, held by no manager.
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    (directory / "momentax.lock").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    )
+    with momentax.training.CheckpointManager(directory) as manager:
+        with pytest.warns(
+            UserWarning, match="of this process that no manager holds any more"
+        ):
+            manager.save(1, {"w": jnp.ones(2)})
+        manager.wait()
+        # A live manager's claim still refuses a second writer.
+        other = momentax.training.CheckpointManager(directory)
+        with pytest.raises(FileExistsError, match="another CheckpointManager"):
+            other.save(2, {"w": jnp.ones(2)})

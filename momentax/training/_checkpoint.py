@@ -236,7 +236,7 @@ class CheckpointManager:
             files.CHECKSUMS: ocp.args.JsonSave(sums),
         }
         if not self._claimed:
-            self._lock = lock.claim_everywhere(self.directory)
+            self._lock = lock.claim_everywhere(self.directory, self)
             self._claimed = True
         if sums:  # Orbax refuses leaves without elements: they are None there.
             state = [leaf if np.size(leaf) else None for _, leaf in keyed]

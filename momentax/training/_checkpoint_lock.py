@@ -5,8 +5,9 @@ renames it; two jobs saving the same step at once would write into the same
 folder. So a :class:`~momentax.training.CheckpointManager` claims
 ``<directory>/momentax.lock`` (created with ``O_CREAT | O_EXCL``: exactly one
 can) on its first save, on process 0 for all processes, and releases it when
-closed. A lock whose process has ended on this machine is removed with a
-warning; one of another machine is reported for you to delete.
+closed or garbage-collected. A lock whose process has ended on this machine
+is removed with a warning, and so is one of this process that no live manager
+holds; one of another machine is reported for you to delete.
 """
 
 import contextlib
@@ -14,12 +15,17 @@ import json
 import os
 import socket
 import warnings
+import weakref
 from typing import Any
 
 import jax
 import numpy as np
 
 LOCK = "momentax.lock"
+
+# The locks that live managers of this process hold: a lock file naming this
+# process but missing here was left by a manager that is gone.
+_HELD: set[str] = set()
 
 
 def _holder(lock: str) -> dict[str, Any]:
@@ -31,11 +37,13 @@ def _holder(lock: str) -> dict[str, Any]:
     return holder if isinstance(holder, dict) else {}
 
 
-def _is_dead(holder: dict[str, Any]) -> bool:
-    """Whether the process that claimed a lock is known to have ended."""
+def _is_dead(holder: dict[str, Any], lock: str) -> bool:
+    """Whether the manager that claimed a lock is known to be gone."""
     pid = holder.get("pid")
     if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False  # Another machine's process, or unknown: assume it runs.
+    if pid == os.getpid():
+        return lock not in _HELD
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -52,7 +60,7 @@ def _claim(directory: str) -> str:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(lock)
-            if not _is_dead(holder):
+            if not _is_dead(holder, lock):
                 who = f"process {holder.get('pid', '?')} on {holder.get('host', '?')}"
                 raise FileExistsError(
                     f"another CheckpointManager saves to {directory!r} ({who} holds "
@@ -62,19 +70,26 @@ def _claim(directory: str) -> str:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(lock)
             warnings.warn(
-                f"removed {lock!r}, the lock of a CheckpointManager whose process "
-                f"({holder['pid']}) has ended.",
+                f"removed {lock!r}, the lock of a CheckpointManager "
+                + (
+                    "of this process that no manager holds any more."
+                    if holder["pid"] == os.getpid()
+                    else f"whose process ({holder['pid']}) has ended."
+                ),
                 stacklevel=4,  # the caller of CheckpointManager.save
             )
             continue
         with os.fdopen(fd, "w") as f:
             json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+        _HELD.add(lock)
         return lock
     raise FileExistsError(f"another CheckpointManager claimed {lock!r} first.")
 
 
-def claim_everywhere(directory: str) -> str | None:
+def claim_everywhere(directory: str, owner: object) -> str | None:
     """Claims ``directory`` on process 0 and tells every process whether it could.
+
+    The claim ends when ``owner`` is garbage-collected, if not released before.
 
     Returns:
         The lock to :func:`release` on process 0, None on the others.
@@ -98,10 +113,15 @@ def claim_everywhere(directory: str) -> str | None:
             )
     if refusal is not None:
         raise refusal
+    if lock is not None:
+        weakref.finalize(owner, release, lock)
     return lock
 
 
 def release(lock: str) -> None:
-    """Ends the claim of :func:`claim_everywhere`."""
+    """Ends the claim of :func:`claim_everywhere` (again: nothing)."""
+    if lock not in _HELD:
+        return
+    _HELD.discard(lock)
     with contextlib.suppress(FileNotFoundError):  # Deleted by hand meanwhile.
         os.remove(lock)
