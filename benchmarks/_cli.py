@@ -15,11 +15,11 @@ from typing import Any
 
 import jax
 
-from benchmarks import _compile, _report, _suites
+from benchmarks import _compile, _report, _suites, _tuning_report
 from benchmarks import _contenders as c
 from benchmarks._timing import Settings
 
-SECTIONS = ("bandwidth", "sizes", "trees", "regression", "memory", "compile")
+SECTIONS = ("bandwidth", "sizes", "trees", "regression", "memory", "compile", "tuning")
 STEP_SECTIONS = ("sizes", "trees")
 # XLA:CPU's multi-output fusion, off by default: the step sections run again
 # in a child process started with it (XLA reads XLA_FLAGS once, at start).
@@ -130,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
         help="skip the run of the sizes from 1e6 up in child processes started "
         f"with GLIBC_TUNABLES={GLIBC_TUNABLES} (glibc only)",
     )
+    _tuning_report.add_arguments(p)
     p.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -259,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch is None:
         results["notes"] = ["PyTorch is not installed or was left out (--no-torch)."]
     sections = args.sections
+    if "tuning" in sections and args.child_json is None:
+        _tuning_report.main(args, given, log)  # writes tuning[-quick].json and .md
+        if sections == ("tuning",):
+            return 0
     if "bandwidth" in sections:
         big = [s for s in sizes if s >= 10**6] or [max(sizes)]
         results["bandwidth"] = _suites.bandwidth(big, settings, log)
