@@ -14,6 +14,10 @@ from momentax import hyperparams as hyperparams
 from momentax._alias import CONVENTIONS as CONVENTIONS
 from momentax._alias import Convention as Convention
 from momentax._alias import momentum as momentum
+from momentax._autotune import autotune as autotune
+from momentax._autotune_state import AutotuneState as AutotuneState
+from momentax._curvature import CurvatureEstimate as CurvatureEstimate
+from momentax._curvature import estimate_curvature as estimate_curvature
 from momentax._hyperparams import HyperParam as HyperParam
 from momentax._momentum import scale_by_momentum as scale_by_momentum
 from momentax._state import MomentumState as MomentumState
@@ -25,11 +29,15 @@ __version__ = "0.2.0.dev0"
 
 __all__ = [
     "CONVENTIONS",
+    "AutotuneState",
     "Convention",
+    "CurvatureEstimate",
     "HeavyBallTuning",
     "HyperParam",
     "MomentumState",
     "__version__",
+    "autotune",
+    "estimate_curvature",
     "heavy_ball_tuning",
     "hyperparams",
     "momentum",
