@@ -24,6 +24,13 @@ STYLE: dict[str, dict[str, Any]] = {
     "momentum": {"color": "tab:orange", "linewidth": 1.3, "zorder": 3},
     "nesterov": {"color": "tab:green", "linewidth": 1.3, "zorder": 4},
     "sgd": {"color": "tab:blue", "linewidth": 1.8, "zorder": 5},
+    "autotune": {"color": "tab:purple", "linewidth": 1.5, "zorder": 4},
+    "autotune-hvp": {
+        "color": "tab:brown",
+        "linewidth": 1.5,
+        "linestyle": "--",
+        "zorder": 4,
+    },
 }
 # Plots show every epoch up to this one, then this many more, spaced evenly on a
 # log axis: a million-epoch run plots as fast as a short one and looks the same.
