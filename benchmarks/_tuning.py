@@ -499,13 +499,25 @@ def overhead(size: int, repeats: int, log: Log, *, steps: int = 100) -> list[Row
     return rows
 
 
-def run(quick: bool, log: Log, *, overhead_size: int | None = None) -> dict[str, Any]:
-    """The whole tuning section: every problem, then the overhead timing."""
+def run(
+    quick: bool,
+    log: Log,
+    *,
+    problems: Sequence[tp.Problem] | None = None,
+    overhead_size: int | None = None,
+    overhead_repeats: int | None = None,
+) -> dict[str, Any]:
+    """The whole tuning section: every problem, then the overhead timing.
+
+    ``problems`` (default :func:`tp.problems`), the overhead's size (default 1e6
+    params, 1e5 with ``quick``) and its repeats can be set for a smaller run.
+    """
     started = time.perf_counter()
-    problems = tp.problems(quick)
-    rows = [run_problem(problem, log) for problem in problems]
+    chosen = tp.problems(quick) if problems is None else problems
+    rows = [run_problem(problem, log) for problem in chosen]
     size = overhead_size or (10**5 if quick else 10**6)
-    timing = overhead(size, 5 if quick else 21, log, steps=50 if quick else 100)
+    repeats = overhead_repeats or (5 if quick else 21)
+    timing = overhead(size, repeats, log, steps=50 if quick else 100)
     return {
         "quick": quick,
         "questions": tp.QUESTIONS,
@@ -513,7 +525,4 @@ def run(quick: bool, log: Log, *, overhead_size: int | None = None) -> dict[str,
         "problems": rows,
         "overhead": timing,
         "seconds": round(time.perf_counter() - started, 1),
-        "median_grid_compile_s": statistics.median(
-            r["grid"]["compile_s"] for r in rows
-        ),
     }

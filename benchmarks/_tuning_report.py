@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _format(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``; a non-finite one (null in JSON) as nan."""
+    return "nan" if value is None else format(value, spec)
+
+
 def _steps_cell(steps: int | None) -> str:
     return "never" if steps is None else str(steps)
 
@@ -81,7 +86,8 @@ def _row(
 
 
 def _picked(contender: Row) -> str:
-    return f"lr {contender['learning_rate']:.3g}, momentum {contender['momentum']:.3g}"
+    lr, mu = (_format(contender[k], ".3g") for k in ("learning_rate", "momentum"))
+    return f"lr {lr}, momentum {mu}"
 
 
 def _problem_targets(row: Row) -> list[Row]:
@@ -229,10 +235,10 @@ def _contender_rows(row: Row) -> list[list[str]]:
             [
                 row["problem"],
                 name,
-                f"{c['learning_rate']:.3g}",
-                f"{c['momentum']:.3g}",
+                _format(c["learning_rate"], ".3g"),
+                _format(c["momentum"], ".3g"),
                 steps,
-                f"{c['final']:.4g}",
+                _format(c["final"], ".4g"),
                 str(c["diverged_seeds"]),
                 f"{c['run_s']:.3f}" if "run_s" in c else "(in the grid)",
                 f"{c['compile_s']:.1f}" if "compile_s" in c else "",
@@ -493,16 +499,25 @@ def write_plots(results: dict[str, Any], folder: Path) -> list[Path]:
     return written
 
 
-def main(args: argparse.Namespace, argv: Sequence[str], log: Log) -> None:
-    """Runs the section and writes ``tuning[-quick].json``, ``.md`` and the PNGs."""
+def main(
+    args: argparse.Namespace, argv: Sequence[str], log: Log, **sizes: Any
+) -> dict[str, Any]:
+    """Runs the section and writes ``tuning[-quick].json``, ``.md`` and the PNGs.
+
+    ``sizes`` go to :func:`benchmarks._tuning.run` (the tests run tiny ones).
+
+    Returns:
+        The results, as written to the JSON file.
+    """
     started = time.perf_counter()
     results: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "benchmarks", *argv]),
         "environment": _report.environment(None),
-        **tuning.run(args.quick, log),
+        **tuning.run(args.quick, log, **sizes),
     }
     results["targets"] = targets(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
+    results = _finite(results)
     stem = "tuning-quick" if args.quick else "tuning"
     folder = args.tuning_plots
     if folder is None:
@@ -510,12 +525,13 @@ def main(args: argparse.Namespace, argv: Sequence[str], log: Log) -> None:
     plots = write_plots(results, folder)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(
-        json.dumps(_finite(results), indent=1, allow_nan=False) + "\n"
+        json.dumps(results, indent=1, allow_nan=False) + "\n"
     )
     text = markdown(results, plots)
     (args.out / f"{stem}.md").write_text(text)
     log(f"wrote {args.out / stem}.json, .md and {len(plots)} plots in {folder}")
     print(text, file=sys.stdout)
+    return results
 
 
 def _finite(value: Any) -> Any:
