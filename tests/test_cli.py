@@ -478,3 +478,12 @@ def test_streamed_json_reads_back_exactly():
             expected = [float(v) if np.isfinite(v) else None for v in values]
             assert found == expected, name  # bit for bit: floats compare exactly
         assert entry["diverged_at_epoch"] == epochs - 2
+
+
+@pytest.mark.parametrize("value", [0.01, 1.031, 0.001234, 0.0001234, 0.93, 0.0, 1e5])
+def test_tuned_settings_fit_their_columns(value):
+    # A tuned lr can be 1.2e-04: it must not widen the summary's lr column (7).
+    for width in (7, 8):
+        text = _report.setting(value, width)
+        assert len(text) == width
+        assert float(text) == pytest.approx(value, rel=0.05)

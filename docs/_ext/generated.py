@@ -4,6 +4,8 @@
   rendered by the benchmark suite's own markdown writer, and ``compile.md``: those of
   ``benchmarks/results/compile/cpu.json`` (the compile section, run apart: it takes
   about 50 minutes on 2 cores).
+* ``_build/generated/tuning.md``: the tables of ``benchmarks/results/tuning.json``
+  (the tuning section), by its own markdown writer.
 * ``_build/generated/<task>.txt`` and ``<task>-*.png``: the main job's output and
   plots, from running ``python -m momentax --task <task> --out ...`` for both tasks.
 """
@@ -21,11 +23,15 @@ OUT = DOCS / "_build" / "generated"
 TASKS = ("noisy", "tiny")
 
 
-def benchmark_tables(results_path: Path) -> str:
-    """The benchmark tables as MyST markdown, headings demoted below the page's."""
-    from benchmarks import _report  # the suite's writer of cpu.md
+def benchmark_tables(results_path: Path, section: str = "") -> str:
+    """The benchmark tables as MyST markdown, headings demoted below the page's.
 
-    text = _report.markdown(json.loads(results_path.read_text()))
+    ``section="tuning"`` renders the tuning section's results with its writer.
+    """
+    from benchmarks import _report, _tuning_report  # the suite's writers
+
+    writer = _tuning_report.markdown if section == "tuning" else _report.markdown
+    text = writer(json.loads(results_path.read_text()))
     lines = text.splitlines()[1:]  # the page has its own title
     return "\n".join(
         "#" + line if line.startswith("## ") else line for line in lines
@@ -59,6 +65,8 @@ def generate(app: Any) -> None:
         ROOT / "benchmarks" / "results" / "compile" / "cpu.json"
     )
     (OUT / "compile.md").write_text(compile_tables + "\n")
+    tuning = ROOT / "benchmarks" / "results" / "tuning.json"
+    (OUT / "tuning.md").write_text(benchmark_tables(tuning, "tuning") + "\n")
     for task in TASKS:
         (OUT / f"{task}.txt").write_text(run_main_job(task))
 

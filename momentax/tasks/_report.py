@@ -51,6 +51,18 @@ def cell(value: float, width: int) -> str:
     return f"{text:>{width}}"
 
 
+def setting(value: float, width: int) -> str:
+    """A learning rate or momentum in at most ``width`` characters, right-aligned.
+
+    Four significant digits where they fit; a tuned value can be small
+    (0.0001234), so fewer, then scientific notation, where they do not.
+    """
+    for text in (f"{value:.4g}", f"{value:.3g}", f"{value:.1e}"):
+        if len(text) <= width:
+            break
+    return f"{text:>{width}}"
+
+
 def _table_window(result: Result, epochs: int) -> range:
     """The epochs the momentum table shows: around k's gradient sign change.
 
@@ -162,8 +174,8 @@ def print_summary(
         else:
             where = "never" if reached is None else str(reached)
         print(
-            f"{r.name:<{_NAME}} {r.run.final_learning_rate:>7.4g} "
-            f"{r.run.final_momentum:>8.4g} "
+            f"{r.name:<{_NAME}} {setting(r.run.final_learning_rate, 7)} "
+            f"{setting(r.run.final_momentum, 8)} "
             f"{cell(k, 10)} {cell(b, 10)} "
             f"{cell(r.train_loss, 10)} {loss(r.test_loss, 10)} {r.gap:>9.2e} "
             f"{where:>17}",
