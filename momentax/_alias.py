@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
-from momentax import _sweep, _trees
+from momentax._codegen import compiled_form
 from momentax._learning_rate import scale_by_learning_rate
 from momentax._momentum import scale_by_momentum
-from momentax._precision import compute_in
 
 
 def _negate(updates: optax.Updates, params: optax.Params | None) -> optax.Updates:
@@ -49,55 +48,6 @@ def _add_decayed_weights(weight_decay: hp.Scalar) -> optax.GradientTransformatio
         )
 
     return optax.stateless(decay)
-
-
-# The dtypes in which multiplying by one gives back every bit pattern the
-# update can hold (zeros of either sign, infinities, NaNs, subnormals).
-_UNIT_SCALED = frozenset(
-    jnp.dtype(t) for t in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
-)
-
-
-def _fused_add(
-    inner: optax.GradientTransformation,
-) -> optax.GradientTransformationExtraArgs:
-    """``inner``, with its updates in the form XLA:CPU fuses into the params' add.
-
-    Only the lr-inside chain without Nesterov needs it: its update is the new
-    buffer itself, which ``optax.apply_updates`` adds to the params alone, and
-    XLA:CPU compiles a lone elementwise add through a slower path than a fused
-    loop (about 2x slower at 1e5-1e6 float32 params, behind ``optax.sgd``'s
-    multiply-add). Under ``jit`` the update is written as ``v * 1``, with the
-    one passed through ``jax.lax.optimization_barrier`` so that XLA cannot
-    simplify the product away before fusion; it fuses into the add as Optax's
-    ``p + (-lr) * u`` does, and the compiled step has Optax's shape. Multiplying
-    by one is exact in IEEE arithmetic, so the update keeps ``v``'s bits.
-
-    (``reduce_precision`` to the dtype's own widths fused too, but XLA:CPU's
-    loop for it is 1.1-1.4x slower at 1e5-1e6 floats; ``copysign(v, v)`` is
-    six operations per leaf, a cost in compile time at many leaves.) Complex
-    and float8 updates are returned as they are. Eagerly nothing fuses, and
-    the updates are returned as they are. The state is ``inner``'s.
-    """
-    inner = optax.with_extra_args_support(inner)
-
-    def update_fn(
-        updates: optax.Updates,
-        state: Any,
-        params: optax.Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[optax.Updates, Any]:
-        updates, state = inner.update(updates, state, params, **extra_args)
-        leaves, treedef = jax.tree.flatten(updates)
-        if not _trees.traced(leaves):
-            return updates, state
-        dtypes = sorted({x.dtype for x in leaves if x.dtype in _UNIT_SCALED}, key=str)
-        ones = jax.lax.optimization_barrier([jnp.ones((), d) for d in dtypes])  # type: ignore[no-untyped-call]
-        one = dict(zip(dtypes, ones, strict=True))
-        scaled = [x * one[x.dtype] if x.dtype in one else x for x in leaves]
-        return jax.tree.unflatten(treedef, scaled), state
-
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
 
 Convention: TypeAlias = Literal["sutskever", "pytorch"]
@@ -273,13 +223,15 @@ def momentum(
     if maximize:
         pieces.insert(0, optax.stateless(_negate))
     chain = optax.chain(*pieces)
-    if convention == "sutskever" and not nesterov and not hp.is_static_zero(momentum):
-        chain = _fused_add(chain)
     accumulator_dtype = hp.check_dtype(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
     if hp.is_static_zero(momentum):
-        return chain  # Plain SGD: one loop already, and no velocity.
-    if accumulator_dtype is not None:
-        chain = compute_in(chain, accumulator_dtype)
-    return _sweep.single_sweep(chain) if single_sweep else chain
+        return chain  # Plain SGD: one fused loop already, and no velocity.
+    return compiled_form(
+        chain,
+        accumulator_dtype=accumulator_dtype,
+        # The update is the new velocity itself: lr inside, without Nesterov.
+        fused_add=convention == "sutskever" and not nesterov,
+        sweep=single_sweep,
+    )

@@ -15,7 +15,7 @@ import optax
 from jax import lax
 
 from momentax import _hyperparams as hp
-from momentax._sharding import shard_like
+from momentax._codegen import keep_velocity_sharding
 from momentax._state import MomentumState
 from momentax._trees import (
     cast,
@@ -148,11 +148,8 @@ def scale_by_momentum(
         check_params(params, accumulator_dtype)
         hp.check_prefix("momentum", momentum, params)
         velocity = jax.tree.map(
-            lambda p: shard_like(
-                optax.tree.zeros_like(
-                    p, dtype=velocity_dtype(jnp.result_type(p), accumulator_dtype)
-                ),
-                p,
+            lambda p: optax.tree.zeros_like(
+                p, dtype=velocity_dtype(jnp.result_type(p), accumulator_dtype)
             ),
             jax.tree.map(jnp.asarray, params),
         )
@@ -195,7 +192,7 @@ def scale_by_momentum(
                 x_in = x
             new_v = lax.add(lax.mul(mu, cast(v, dtype)), x_in)
             out = lax.add(x, lax.mul(mu, new_v)) if nesterov else new_v
-            return cast(out, g.dtype), shard_like(cast(new_v, v.dtype), v)
+            return cast(out, g.dtype), cast(new_v, v.dtype)
 
         steps = jax.tree.map(leaf, updates, state.velocity, momenta)
         outer = jax.tree.structure(updates)
@@ -205,4 +202,6 @@ def scale_by_momentum(
         count = None if state.count is None else optax.safe_increment(state.count)
         return new_updates, MomentumState(count=count, velocity=new_velocity)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return keep_velocity_sharding(
+        optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    )

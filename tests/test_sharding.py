@@ -149,11 +149,25 @@ def test_state_sharding_keeps_no_optimizer_alive():
 
 
 def test_optax_jit_init_replicates_the_velocity():
-    """The failure shard_like prevents, shown on optax.sgd (the test's control)."""
+    """The failure that momentax's buffer prevents, shown on optax.sgd (the control)."""
     params, mesh = sharded_params("auto")
     with jax.set_mesh(mesh):
         trace = jax.jit(optax.sgd(0.1, momentum=0.9).init)(params)[0].trace
     assert trace["w"].sharding.is_fully_replicated
+
+
+def test_scale_by_momentum_keeps_the_params_sharding_in_any_chain():
+    params, mesh = sharded_params("auto")
+    opt = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        momentax.scale_by_momentum(0.9, dampening=0.1),
+        optax.scale(-0.1),
+    )
+    with jax.set_mesh(mesh):
+        state = jax.jit(opt.init)(params)
+        assert_same_sharding(velocity(state), params)
+        state = jax.jit(lambda state, grads: opt.update(grads, state)[1])(state, params)
+    assert_same_sharding(velocity(state), params)
 
 
 @pytest.mark.parametrize("convention", momentax.CONVENTIONS)

@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import momentax
-from momentax import _sweep
+from momentax import _codegen
 from tests import sweep_grid
 from tests.helpers import subprocess_env
 
@@ -45,8 +45,9 @@ def _grid(xla_flags: str) -> dict:
 
 @pytest.fixture(scope="module")
 def grids() -> dict[str, dict]:
+    option = _codegen._FUSION_OPTION
     others = " ".join(
-        f for f in os.environ.get("XLA_FLAGS", "").split() if _sweep._OPTION not in f
+        f for f in os.environ.get("XLA_FLAGS", "").split() if option not in f
     )
     return {"usual": _grid(others), "flag": _grid(f"{others} {FLAG}".strip())}
 
@@ -121,7 +122,7 @@ def test_forced_sweep_gives_the_same_bits(name, monkeypatch):
     # Without the fusion pass the two-computation form is slow but must be exact.
     make = sweep_grid._cases()[name]
     usual = sweep_grid.run_case(make, jnp.float32)
-    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    monkeypatch.setattr(_codegen, "uses_single_sweep", lambda: True)
     swept = sweep_grid.run_case(make, jnp.float32)
     assert swept["params"] == usual["params"]
     assert swept["velocity"] == usual["velocity"]
@@ -139,7 +140,7 @@ def _sweeps(optimizer, params, monkeypatch) -> bool:
 
     usual = barriers()
     with monkeypatch.context() as patch:
-        patch.setattr(_sweep, "uses_single_sweep", lambda: True)
+        patch.setattr(_codegen, "uses_single_sweep", lambda: True)
         return barriers() > usual
 
 
@@ -160,7 +161,7 @@ def test_forced_sweep_applies_only_where_it_can_fuse(monkeypatch):
 
 def test_eager_updates_never_take_the_sweep(monkeypatch):
     calls = []
-    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: calls.append(1) or True)
+    monkeypatch.setattr(_codegen, "uses_single_sweep", lambda: calls.append(1) or True)
     optimizer = momentax.momentum(0.1, 0.9)
     params = {"w": jnp.ones(3)}
     updates, _ = optimizer.update(params, optimizer.init(params), params)
@@ -172,7 +173,7 @@ def test_without_the_option_no_probe_compiles(monkeypatch):
     def probe():
         raise AssertionError("probed although XLA_FLAGS lacks the option")
 
-    monkeypatch.setattr(_sweep, "_probe_compiles_to_one_loop", probe)
+    monkeypatch.setattr(_codegen, "_merges_loops", probe)
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     assert momentax.uses_single_sweep() is False
     monkeypatch.delenv("XLA_FLAGS")
@@ -183,14 +184,14 @@ def test_the_probe_decides_where_the_option_is_named(monkeypatch):
     # This process started without the option, so its XLA does not merge loops:
     # naming the option afterwards changes nothing, and the probe says so.
     monkeypatch.setenv("XLA_FLAGS", FLAG)
-    if _sweep._OPTION in STARTED_WITH:
+    if _codegen._FUSION_OPTION in STARTED_WITH:
         pytest.skip("this process started with the option")
-    assert momentax.uses_single_sweep() is _sweep._probe_compiles_to_one_loop()
-    assert _sweep._probe_compiles_to_one_loop() is False
+    assert momentax.uses_single_sweep() is _codegen._merges_loops()
+    assert _codegen._merges_loops() is False
 
 
 def test_sweep_keeps_the_chain_contract(monkeypatch):
-    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    monkeypatch.setattr(_codegen, "uses_single_sweep", lambda: True)
     optimizer = optax.chain(
         optax.clip_by_global_norm(1.0), momentax.momentum(0.1, 0.9, nesterov=True)
     )
@@ -203,7 +204,7 @@ def test_sweep_keeps_the_chain_contract(monkeypatch):
         return optax.apply_updates(params, updates), state
 
     new_params, new_state = step(params, state)
-    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: False)
+    monkeypatch.setattr(_codegen, "uses_single_sweep", lambda: False)
     expected_params, expected_state = jax.jit(step.__wrapped__)(params, state)
     assert jax.tree.structure(new_state) == jax.tree.structure(expected_state)
     for got, want in zip(
@@ -227,6 +228,6 @@ def test_forced_sweep_differentiates_and_vectorizes_as_the_usual_form(monkeypatc
     learning_rates = jnp.array([0.1, 0.2])
     transform = jax.jit(jax.vmap(jax.grad(_two_steps), in_axes=(0, None)))
     usual = transform(learning_rates, params)
-    monkeypatch.setattr(_sweep, "uses_single_sweep", lambda: True)
+    monkeypatch.setattr(_codegen, "uses_single_sweep", lambda: True)
     swept = jax.jit(jax.vmap(jax.grad(_two_steps), in_axes=(0, None)))
     assert jnp.array_equal(swept(learning_rates, params), usual)

@@ -5,8 +5,9 @@ that its state is created with, and keeps, the params' sharding. Eagerly,
 ``jnp.zeros_like`` of a sharded array is sharded alike. Under ``jax.jit`` with
 ``Auto`` mesh axes it is not: a buffer of zeros has no operand to inherit a
 sharding from, so XLA makes it replicated (``optax.sgd(momentum=...)`` does
-that), and the first step then slices or gathers it. :func:`shard_like` ties the
-two together with ``jax.experimental.shard_alike``.
+that), and the first step then slices or gathers it.
+:func:`momentax.scale_by_momentum` ties each buffer to its param with
+``jax.experimental.shard_alike``.
 """
 
 import dataclasses
