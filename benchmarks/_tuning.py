@@ -516,7 +516,7 @@ def run(
     chosen = tp.problems(quick) if problems is None else problems
     rows = [run_problem(problem, log) for problem in chosen]
     size = overhead_size or (10**5 if quick else 10**6)
-    repeats = overhead_repeats or (5 if quick else 21)
+    repeats = overhead_repeats or (5 if quick else 11)
     timing = overhead(size, repeats, log, steps=50 if quick else 100)
     return {
         "quick": quick,

@@ -93,7 +93,7 @@ def legend_below(fig: Any, *axes: Any) -> Any:
     # About 7 pixels a character at the default 10 points, plus the line sample.
     characters = fig.get_figwidth() * fig.get_dpi() / 7
     longest = max((len(text) for text in labels), default=1)
-    columns = max(1, min(len(labels), int(characters // (longest + 8))))
+    columns = max(1, min(len(labels), int(characters // (longest + 12))))
     return fig.legend(
         handles, labels, loc="outside lower center", ncols=columns, frameon=False
     )
