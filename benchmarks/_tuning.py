@@ -390,12 +390,17 @@ class _StepLoop:
         return jax.device_get(self._carry[0])
 
 
+# The dense model's batch: small, so that the step is cheap enough to time often
+# on 2 cores (and the optimizer's share of it is not hidden by the matmul).
+_BATCH = 16
+
+
 def _overhead_models(size: int) -> dict[str, tuple[Any, Any, Any, str]]:
     """The models of the overhead timing: (loss_fn, params, batch, description)."""
     width = round(size**0.5)
     rng = np.random.default_rng(0)
-    inputs = jnp.asarray(rng.normal(size=(64, width)), jnp.float32)
-    targets = jnp.asarray(rng.normal(size=(64, width)), jnp.float32)
+    inputs = jnp.asarray(rng.normal(size=(_BATCH, width)), jnp.float32)
+    targets = jnp.asarray(rng.normal(size=(_BATCH, width)), jnp.float32)
 
     def dense(params: Any, batch: Any) -> jax.Array:
         x, y = batch
@@ -412,7 +417,7 @@ def _overhead_models(size: int) -> dict[str, tuple[Any, Any, Any, str]]:
             dense,
             jnp.zeros((width, width), jnp.float32),
             (inputs, targets),
-            f"least squares of one {width}x{width} dense layer, batch 64",
+            f"least squares of one {width}x{width} dense layer, batch {_BATCH}",
         ),
         "elementwise": (
             elementwise,
