@@ -261,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["notes"] = ["PyTorch is not installed or was left out (--no-torch)."]
     sections = args.sections
     if "tuning" in sections and args.child_json is None:
-        _tuning_report.main(args, given, log)  # writes tuning[-quick].json and .md
+        tuned = _tuning_report.main(args, given, log)  # tuning[-quick].json, .md
         if sections == ("tuning",):
+            print(_tuning_report.markdown(tuned))
             return 0
     if "bandwidth" in sections:
         big = [s for s in sizes if s >= 10**6] or [max(sizes)]

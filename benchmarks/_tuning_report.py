@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import shlex
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -260,7 +259,7 @@ def _contender_rows(row: Row) -> list[list[str]]:
     return lines
 
 
-def markdown(results: dict[str, Any], plots: Sequence[Path] = ()) -> str:
+def markdown(results: dict[str, Any]) -> str:
     """The report as markdown: targets first, then one table per question."""
     env = results["environment"]
     met = sum(t["met"] for t in results["targets"])
@@ -342,8 +341,8 @@ def markdown(results: dict[str, Any], plots: Sequence[Path] = ()) -> str:
             for t in results["overhead"]
         ],
     )
-    if plots:
-        lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in plots)]
+    if results.get("plots"):
+        lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in results["plots"])]
     return "\n".join(lines) + "\n"
 
 
@@ -502,7 +501,7 @@ def write_plots(results: dict[str, Any], folder: Path) -> list[Path]:
 def main(
     args: argparse.Namespace, argv: Sequence[str], log: Log, **sizes: Any
 ) -> dict[str, Any]:
-    """Runs the section and writes ``tuning[-quick].json``, ``.md`` and the PNGs.
+    """Runs the section; writes ``tuning[-quick].json``, ``.md`` and the PNGs.
 
     ``sizes`` go to :func:`benchmarks._tuning.run` (the tests run tiny ones).
 
@@ -523,14 +522,14 @@ def main(
     if folder is None:
         folder = args.out / "tuning-quick-plots" if args.quick else Path("docs/tuning")
     plots = write_plots(results, folder)
+    results["plots"] = [str(path) for path in plots]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(
         json.dumps(results, indent=1, allow_nan=False) + "\n"
     )
-    text = markdown(results, plots)
+    text = markdown(results)
     (args.out / f"{stem}.md").write_text(text)
     log(f"wrote {args.out / stem}.json, .md and {len(plots)} plots in {folder}")
-    print(text, file=sys.stdout)
     return results
 
 

@@ -64,6 +64,10 @@ def test_quick_run_writes_json_markdown_and_plot(quick):
         "cpu-quick.json",
         "cpu-quick.md",
         "cpu-quick.png",
+        # The tuning section writes its own (tests/test_tuning_benchmark.py).
+        "tuning-quick.json",
+        "tuning-quick.md",
+        "tuning-quick-plots",
     }
     assert (out / "cpu-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "cpu-quick.md").read_text()
