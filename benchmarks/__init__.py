@@ -1,8 +1,11 @@
-"""momentax's benchmark suite: ``python -m benchmarks`` (``--help`` for options).
+"""momentax's benchmark suite: ``python -m benchmarks`` (see README.md here).
 
-It measures, side by side in one run, the device's memory bandwidth, one
-momentum step from 10^3 to 5x10^7 params, pytrees of many leaves, the blog's
-linear regression end to end, and the peak memory of a training step, against
-``optax.sgd``, a hand-written ``jax.numpy`` step and ``torch.optim.SGD``. It
-writes a JSON file, a markdown table and a PNG plot.
+Each section answers one question (``_sections.SECTIONS``); a run writes
+``results.json``, ``results.md`` and one plot per question under
+``benchmarks-out/`` by default. The targets a run is judged by are in
+``_targets.TARGETS``.
 """
+
+from benchmarks._report import markdown as markdown
+
+__all__ = ["markdown"]

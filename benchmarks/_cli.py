@@ -1,13 +1,12 @@
-"""``python -m benchmarks``: runs the suite and writes JSON, markdown and a PNG."""
+"""``python -m benchmarks``: runs the sections and writes JSON, markdown and plots."""
 
 import argparse
 import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
-import tempfile
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,26 +14,12 @@ from typing import Any
 
 import jax
 
-from benchmarks import _compile, _report, _suites, _tuning_report
+from benchmarks import _children, _environment, _report, _suites
 from benchmarks import _contenders as c
+from benchmarks._sections import SECTIONS, STEP_SECTIONS, Plan
 from benchmarks._timing import Settings
 
-SECTIONS = ("bandwidth", "sizes", "trees", "regression", "memory", "compile", "tuning")
-STEP_SECTIONS = ("sizes", "trees")
-# XLA:CPU's multi-output fusion, off by default: the step sections run again
-# in a child process started with it (XLA reads XLA_FLAGS once, at start).
-FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
-FLAG_OPTION = "xla_cpu_use_multi_output_fusion"
-# glibc's malloc gives large freed buffers back to the kernel (4 MB ones
-# already, measured here), so a step that allocates one (outputs without
-# donation, a temporary) faults its pages in again on every call. These
-# tunables keep freed memory in the process; the sizes from 1e6 up run again
-# in children started with them.
-GLIBC_TUNABLES = (
-    "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-    f"glibc.malloc.trim_threshold={2**40}"
-)
-ALLOCATOR_MIN_SIZE = 10**6
+DEFAULT_SECTIONS = tuple(name for name, s in SECTIONS.items() if s.default)
 FULL_SIZES = (10**3, 10**4, 10**5, 10**6, 10**7, 5 * 10**7)
 GPU_SIZES = (10**8, 5 * 10**8, 10**9)
 QUICK_SIZES = (10**3, 10**5, 10**6)
@@ -42,30 +27,30 @@ FULL_TREES = (c.Problem(200, 5000), c.Problem(1000, 1000), c.Problem(1000, 10))
 QUICK_TREES = (c.Problem(20, 5000), c.Problem(100, 1000), c.Problem(100, 10))
 FULL_LEAF_COUNTS = (100, 1000, 3000)
 QUICK_LEAF_COUNTS = (10, 30)
+OUT = Path("benchmarks-out")
+"""The default output folder: git ignores it, so a run overwrites nothing tracked."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text}")
-    return value
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
+        return value
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
-    return value
+    parse.__name__ = kind.__name__  # argparse's message for text it cannot parse
+    return parse
 
 
 def _sections(text: str) -> tuple[str, ...]:
     names = tuple(name for name in text.split(",") if name)
-    unknown = [name for name in names if name not in SECTIONS]
-    if unknown or not names:
+    if text == "all":
+        return tuple(SECTIONS)
+    if not names or any(name not in SECTIONS for name in names):
         raise argparse.ArgumentTypeError(
-            f"choose from {','.join(SECTIONS)}; got {text!r}"
+            f"choose from {','.join(SECTIONS)} or all; got {text!r}"
         )
-    return names
+    return tuple(name for name in SECTIONS if name in names)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,47 +58,69 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Times momentum steps in momentax against optax.sgd, a "
-        "hand-written jax.numpy step, torch.optim.SGD and the memory bandwidth.",
+        "hand-written jax.numpy step, torch.optim.SGD and the memory bandwidth. "
+        "See benchmarks/README.md.",
+        epilog="sections (* = run by default):\n"
+        + "\n".join(
+            textwrap.fill(
+                f"{name}{'*' if section.default else ''}: {section.question}",
+                78,
+                initial_indent="  ",
+                subsequent_indent="      ",
+            )
+            for name, section in SECTIONS.items()
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes and few repeats (about a minute), to check the suite runs",
+        help="small sizes and few repeats, to check that the suite runs",
     )
     p.add_argument(
         "--out",
         type=Path,
-        default=Path("benchmarks") / "results",
-        help="folder for <backend>[-quick].json, .md and .png (default: %(default)s)",
+        default=OUT,
+        help="folder under which <backend>[-<sections>][-quick]/ is written "
+        "(default: %(default)s; the committed results are in benchmarks/results)",
     )
     p.add_argument(
         "--sections",
         type=_sections,
-        default=SECTIONS,
-        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+        default=DEFAULT_SECTIONS,
+        help=f"comma-separated subset of {','.join(SECTIONS)}, or all "
+        f"(default: {','.join(DEFAULT_SECTIONS)})",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="run nothing: rewrite the targets, markdown and plots of a "
+        "results.json in its folder",
     )
     p.add_argument(
         "--max-size",
-        type=_positive_int,
+        type=_positive(int),
         default=None,
         help="largest single-leaf size (default 5e7; 1e9 on a GPU; 1e6 with --quick)",
     )
     p.add_argument(
         "--min-size",
-        type=_positive_int,
+        type=_positive(int),
         default=None,
         help="smallest single-leaf size (default: the smallest of the list)",
     )
-    p.add_argument("--repeats", type=_positive_int, default=None, help="timed samples")
+    p.add_argument("--repeats", type=_positive(int), default=None, help="timed samples")
     p.add_argument(
         "--min-sample-time",
-        type=_positive_float,
+        type=_positive(float),
         default=None,
         help="seconds each timed sample lasts at least (calls are repeated)",
     )
     p.add_argument(
         "--compile-repeats",
-        type=_positive_int,
+        type=_positive(int),
         default=None,
         help="first calls timed per compile case (default 3; 1 with --quick)",
     )
@@ -122,110 +129,42 @@ def parser() -> argparse.ArgumentParser:
         "--no-flag-run",
         action="store_true",
         help="skip the second run of the step sections (sizes, trees) under "
-        f"XLA_FLAGS={FLAG} (CPU only)",
+        f"XLA_FLAGS={_children.FLAG} (CPU only)",
     )
     p.add_argument(
         "--no-allocator-run",
         action="store_true",
         help="skip the run of the sizes from 1e6 up in child processes started "
-        f"with GLIBC_TUNABLES={GLIBC_TUNABLES} (glibc only)",
+        f"with GLIBC_TUNABLES={_children.GLIBC_TUNABLES} (glibc only)",
     )
-    _tuning_report.add_arguments(p)
     p.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     return p
 
 
-def _child_run(
-    args: argparse.Namespace,
-    sections: Sequence[str],
-    env: dict[str, str],
-    min_size: int | None = None,
-) -> dict[str, Any]:
-    """Runs the step ``sections`` again in a child process with ``env`` added."""
-    options = ["--sections", ",".join(sections)]
-    if args.quick:
-        options.append("--quick")
-    if args.no_torch:
-        options.append("--no-torch")
-    values = {
-        "max_size": args.max_size,
-        "min_size": min_size or args.min_size,
-        "repeats": args.repeats,
-        "min_sample_time": args.min_sample_time,
-    }
-    for name, value in values.items():
+def folder_name(backend: str, sections: Sequence[str], quick: bool) -> str:
+    """``<backend>``, then the sections unless they are the default, then ``-quick``.
+
+    All the sections are named ``all``.
+    """
+    named = "-" + "-".join(sections)
+    if tuple(sections) in (DEFAULT_SECTIONS, tuple(SECTIONS)):
+        named = "" if tuple(sections) == DEFAULT_SECTIONS else "-all"
+    return backend + named + ("-quick" if quick else "")
+
+
+def _child_options(args: argparse.Namespace) -> list[str]:
+    """The options a child process gets from this run's."""
+    options = ["--quick"] if args.quick else []
+    options += ["--no-torch"] if args.no_torch else []
+    for name in ("max_size", "min_size", "repeats", "min_sample_time"):
+        value = getattr(args, name)
         if value is not None:
             options += [f"--{name.replace('_', '-')}", str(value)]
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "child.json"
-        command = [sys.executable, "-m", "benchmarks", *options]
-        command += ["--child-json", str(out)]
-        subprocess.run(command, env={**os.environ, **env}, check=True)
-        child: dict[str, Any] = json.loads(out.read_text())
-    return {
-        "uses_single_sweep": child["environment"]["uses_single_sweep"],
-        **{key: child[key] for key in sections},
-    }
+    return options
 
 
-def _flagged_env() -> dict[str, str]:
-    """``XLA_FLAGS`` as it is, with the fusion flag added."""
-    return {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FLAG}".strip()}
-
-
-def _flag_run(args: argparse.Namespace, sections: Sequence[str]) -> dict[str, Any]:
-    """Runs ``sections`` again in a child process with the fusion flag on."""
-    env = _flagged_env()
-    return {"xla_flags": env["XLA_FLAGS"], **_child_run(args, sections, env)}
-
-
-def _allocator_run(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, Any]:
-    """The sizes from 1e6 up again, glibc keeping freed memory: plain and flagged.
-
-    At least the largest size runs, when all are smaller. ``--no-flag-run``
-    leaves out the flagged child too.
-    """
-    smallest = min(
-        [size for size in sizes if size >= ALLOCATOR_MIN_SIZE] or [max(sizes)]
-    )
-    given = os.environ.get("GLIBC_TUNABLES")
-    env = {"GLIBC_TUNABLES": f"{given}:{GLIBC_TUNABLES}" if given else GLIBC_TUNABLES}
-    run: dict[str, Any] = {
-        "glibc_tunables": env["GLIBC_TUNABLES"],
-        "sizes": _child_run(args, ["sizes"], env, smallest)["sizes"],
-    }
-    if not args.no_flag_run:
-        flagged = {**env, **_flagged_env()}
-        run["with_flag"] = {
-            "xla_flags": flagged["XLA_FLAGS"],
-            **_child_run(args, ["sizes"], flagged, smallest),
-        }
-    return run
-
-
-def _fit_steps(quick: bool) -> Any:
-    def steps(problem: c.Problem) -> int:
-        if problem.num_leaves > 1:
-            return 20 if quick else 100
-        return max(1, min(100, 10**8 // problem.size))
-
-    return steps
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the suite; returns the exit status."""
-    args = parser().parse_args(argv)
-    if FLAG_OPTION in os.environ.get("XLA_FLAGS", "") and args.child_json is None:
-        parser().error(
-            f"XLA_FLAGS names {FLAG_OPTION}: run the suite without it; it runs the "
-            "step sections again with it itself (or pass --no-flag-run and compare "
-            "two runs yourself)."
-        )
+def _plan(args: argparse.Namespace, log: Any) -> Plan:
     quick = args.quick
-    settings = Settings(
-        repeats=args.repeats or (5 if quick else 15),
-        min_sample_time=args.min_sample_time or (0.002 if quick else 0.02),
-    )
     on_gpu = jax.default_backend() == "gpu"
     listed = QUICK_SIZES if quick else FULL_SIZES + (GPU_SIZES if on_gpu else ())
     max_size = args.max_size or max(listed)
@@ -236,102 +175,103 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"no size lies between --min-size {min_size} and --max-size {max_size}; "
             f"the sizes are {', '.join(f'{size:.0e}' for size in listed)}."
         )
-    trees = QUICK_TREES if quick else FULL_TREES
-    torch = _suites.torch_or_none(not args.no_torch)
+    return Plan(
+        quick=quick,
+        settings=Settings(
+            repeats=args.repeats or (5 if quick else 15),
+            min_sample_time=args.min_sample_time or (0.002 if quick else 0.02),
+        ),
+        sizes=sizes,
+        trees=QUICK_TREES if quick else FULL_TREES,
+        leaf_counts=QUICK_LEAF_COUNTS if quick else FULL_LEAF_COUNTS,
+        compile_repeats=args.compile_repeats or (1 if quick else 3),
+        torch=_suites.torch_or_none(not args.no_torch),
+        log=log,
+    )
+
+
+def _report_only(path: Path) -> int:
+    """Rewrites the targets, markdown and plots of a results JSON."""
+    results = json.loads(path.read_text())
+    _report.derive(results)
+    for written in _report.write(results, path.parent):
+        print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the suite; returns the exit status."""
+    args = parser().parse_args(argv)
+    if args.report is not None:
+        return _report_only(args.report)
+    if _children.FLAG_OPTION in os.environ.get("XLA_FLAGS", "") and not args.child_json:
+        parser().error(
+            f"XLA_FLAGS names {_children.FLAG_OPTION}: run the suite without it; it "
+            "runs the step sections again with it itself (or pass --no-flag-run and "
+            "compare two runs yourself)."
+        )
     started = time.perf_counter()
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr)
 
+    plan = _plan(args, log)
     given = list(sys.argv[1:] if argv is None else argv)
-    command = shlex.join(["python", "-m", "benchmarks", *given])
     results: dict[str, Any] = {
-        "command": command,
-        "environment": _report.environment(torch),
+        "command": shlex.join(["python", "-m", "benchmarks", *given]),
+        "environment": _environment.environment(plan.torch),
         "settings": {
-            "quick": quick,
-            "repeats": settings.repeats,
-            "min_sample_time": settings.min_sample_time,
+            "quick": plan.quick,
+            "repeats": plan.settings.repeats,
+            "min_sample_time": plan.settings.min_sample_time,
             "learning_rate": c.LEARNING_RATE,
             "momentum": c.MOMENTUM,
-            "compile_repeats": args.compile_repeats or (1 if quick else 3),
+            "compile_repeats": plan.compile_repeats,
         },
+        "section_seconds": {},
     }
-    if torch is None:
+    if plan.torch is None:
         results["notes"] = ["PyTorch is not installed or was left out (--no-torch)."]
-    sections = args.sections
-    if "tuning" in sections and args.child_json is None:
-        tuned = _tuning_report.main(args, given, log)  # tuning[-quick].json, .md
-        if sections == ("tuning",):
-            print(_tuning_report.markdown(tuned))
-            return 0
-    if "bandwidth" in sections:
-        big = [s for s in sizes if s >= 10**6] or [max(sizes)]
-        results["bandwidth"] = _suites.bandwidth(big, settings, log)
-        results["bandwidth_limit"] = _report.bandwidth_limit(results["bandwidth"])
-    fit_steps = _fit_steps(quick)
-    if "sizes" in sections:
-        results["sizes"] = _suites.steps(
-            [c.Problem(1, size) for size in sizes],
-            settings,
-            torch=torch,
-            packed=False,
-            fit_steps=fit_steps,
-            log=log,
-        )
-    if "trees" in sections:
-        results["trees"] = _suites.steps(
-            trees, settings, torch=torch, packed=True, fit_steps=fit_steps, log=log
-        )
+    for name in args.sections:
+        start = time.perf_counter()
+        results[name] = SECTIONS[name].run(plan)
+        results["section_seconds"][name] = round(time.perf_counter() - start, 1)
     if args.child_json is not None:
         _report.write_json(results, args.child_json)
         return 0
-    flagged = [name for name in STEP_SECTIONS if name in sections]
-    if flagged and not args.no_flag_run and jax.default_backend() == "cpu":
-        log(f"again with XLA_FLAGS={FLAG}: {', '.join(flagged)}")
-        results["with_flag"] = _flag_run(args, flagged)
-    if (
-        "sizes" in sections
-        and not args.no_allocator_run
-        and jax.default_backend() == "cpu"
-    ):
+    _children_runs(args, plan, results, log)
+    _report.derive(results)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    folder = args.out / folder_name(jax.default_backend(), args.sections, plan.quick)
+    written = _report.write(results, folder)
+    log(f"wrote {', '.join(str(path) for path in written)}")
+    print(_report.markdown(results))
+    return 0
+
+
+def _children_runs(
+    args: argparse.Namespace, plan: Plan, results: dict[str, Any], log: Any
+) -> None:
+    """The step sections again with the fusion flag and with glibc's tunables."""
+    if jax.default_backend() != "cpu":
+        return
+    options = _child_options(args)
+    flagged = [name for name in STEP_SECTIONS if name in args.sections]
+    start = time.perf_counter()
+    if flagged and not args.no_flag_run:
+        log(f"again with XLA_FLAGS={_children.FLAG}: {', '.join(flagged)}")
+        results["with_flag"] = _children.flag_run(options, flagged)
+    if "sizes" in args.sections and not args.no_allocator_run:
         if platform.libc_ver()[0] == "glibc":
-            log(f"sizes from 1e6 up again with GLIBC_TUNABLES={GLIBC_TUNABLES}")
-            results["allocator"] = _allocator_run(args, sizes)
+            log(f"sizes again with GLIBC_TUNABLES={_children.GLIBC_TUNABLES}")
+            results["allocator"] = _children.allocator_run(
+                options, plan.sizes, with_flag=not args.no_flag_run
+            )
         else:
             results.setdefault("notes", []).append(
                 "Not glibc: the allocator run (GLIBC_TUNABLES) was skipped."
             )
-    limit = results.get("bandwidth_limit")
-    for key in STEP_SECTIONS:
-        _report.add_fractions(results.get(key, []), limit)
-        _report.add_fractions(results.get("with_flag", {}).get(key, []), limit)
-    allocator = results.get("allocator", {})
-    _report.add_fractions(allocator.get("sizes", []), limit)
-    _report.add_fractions(allocator.get("with_flag", {}).get("sizes", []), limit)
-    if "regression" in sections:
-        results["regression"] = _suites.regression(settings, torch=torch, log=log)
-    if "memory" in sections:
-        memory_problems = [c.Problem(1, max(sizes)), trees[1]]
-        results["memory"] = _suites.memory(memory_problems, log)
-    if "compile" in sections:
-        results["compile"] = _compile.compile_times(
-            QUICK_LEAF_COUNTS if quick else FULL_LEAF_COUNTS,
-            log,
-            repeats=results["settings"]["compile_repeats"],
+    if "with_flag" in results or "allocator" in results:
+        results["section_seconds"]["child processes"] = round(
+            time.perf_counter() - start, 1
         )
-    results["targets"] = _report.targets(results)
-    results["seconds"] = round(time.perf_counter() - started, 1)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = jax.default_backend() + ("-quick" if quick else "")
-    _report.write_json(results, args.out / f"{stem}.json")
-    (args.out / f"{stem}.md").write_text(_report.markdown(results))
-    written = [f"{stem}.json", f"{stem}.md"]
-    if _report.write_plot(results, args.out / f"{stem}.png"):
-        written.append(f"{stem}.png")
-    else:
-        log("matplotlib is not installed: no plot")
-    log(f"wrote {', '.join(str(args.out / name) for name in written)}")
-    print(_report.markdown(results))
-    return 0

@@ -62,19 +62,24 @@ def _params(num_leaves: int) -> list[jax.Array]:
 _TARGET = 0.5
 
 
+def _looped(step: Callable[..., Any], params: Any, state: Any) -> Run:
+    """Calls ``step(params, state, target)``, which returns them anew (and more)."""
+    carry = [params, state]
+    target = jnp.float32(_TARGET)
+
+    def run() -> None:
+        params, state, *rest = step(*carry, target)
+        jax.block_until_ready((params, state, rest))  # type: ignore[no-untyped-call]
+        carry[:] = params, state
+
+    return run
+
+
 def _train_step(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
     """``momentax.training.make_train_step``: donated, recording the loss."""
     step = momentax.training.make_train_step(_loss(), optimizer)
     params = _params(num_leaves)
-    carry = [params, optimizer.init(params)]
-    target = jnp.float32(_TARGET)
-
-    def run() -> None:
-        params, state, records = step(*carry, target)
-        jax.block_until_ready((params, state, records))  # type: ignore[no-untyped-call]
-        carry[:] = params, state
-
-    return run
+    return _looped(step, params, optimizer.init(params))
 
 
 def _jit_step(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
@@ -88,13 +93,7 @@ def _jit_step(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
         return optax.apply_updates(params, updates), state
 
     params = _params(num_leaves)
-    carry = [params, optimizer.init(params)]
-    target = jnp.float32(_TARGET)
-
-    def run() -> None:
-        carry[:] = jax.block_until_ready(step(*carry, target))  # type: ignore[no-untyped-call]
-
-    return run
+    return _looped(step, params, optimizer.init(params))
 
 
 def _fitting(
@@ -104,23 +103,20 @@ def _fitting(
     **options: Any,
 ) -> Run:
     """A call of ``momentax.training.fit`` for ``FIT_STEPS`` steps from ``params``."""
-    carry = [params, optimizer.init(params)]
-    target = jnp.float32(_TARGET)
 
-    def run() -> None:
+    def step(params: Any, state: Any, target: jax.Array) -> tuple[Any, Any, Any]:
         result = momentax.training.fit(
             loss,
             optimizer,
-            carry[0],
+            params,
             target,
             num_steps=FIT_STEPS,
-            opt_state=carry[1],
+            opt_state=state,
             **options,
         )
-        jax.block_until_ready(result)  # type: ignore[no-untyped-call]
-        carry[:] = result.params, result.opt_state
+        return result.params, result.opt_state, result
 
-    return run
+    return _looped(step, params, optimizer.init(params))
 
 
 def _fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
@@ -140,18 +136,11 @@ def _scan(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:
             updates, state = optimizer.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), value
 
-        return jax.lax.scan(body, (params, state), length=FIT_STEPS)
+        (params, state), losses = jax.lax.scan(body, (params, state), length=FIT_STEPS)
+        return params, state, losses
 
     params = _params(num_leaves)
-    carry = [params, optimizer.init(params)]
-    target = jnp.float32(_TARGET)
-
-    def run() -> None:
-        (params, state), losses = train(*carry, target)
-        jax.block_until_ready((params, state, losses))  # type: ignore[no-untyped-call]
-        carry[:] = params, state
-
-    return run
+    return _looped(train, params, optimizer.init(params))
 
 
 def _packed_fit(num_leaves: int, optimizer: optax.GradientTransformation) -> Run:

@@ -9,6 +9,7 @@ the params and velocity, 5 x 4 bytes per param at best.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import jax
@@ -72,6 +73,22 @@ def _flat(leaves: Any) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(leaves)])
 
 
+def _momentax(convention: str = "sutskever", **options: Any) -> Any:
+    return momentax.momentum(LEARNING_RATE, MOMENTUM, convention=convention, **options)
+
+
+def _optax(**options: Any) -> Any:
+    return optax.sgd(LEARNING_RATE, momentum=MOMENTUM, **options)
+
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "momentax sutskever": _momentax,
+    "momentax pytorch": lambda **options: _momentax("pytorch", **options),
+    "optax.sgd": _optax,
+}
+"""The optimizers every step problem times, each built with extra options."""
+
+
 def _update_and_apply(optimizer: optax.GradientTransformation) -> Callable[..., Any]:
     """The step an Optax user writes: ``update``, then ``apply_updates``."""
 
@@ -91,25 +108,21 @@ def _jax_numpy_step(params: Any, velocity: Any, grads: Any) -> tuple[Any, Any]:
 
 
 class JaxStep:
-    """One jitted update-and-apply call per step."""
+    """One compiled call per step: ``step(params, state, data)`` returns them anew.
 
-    def __init__(
-        self,
-        step: Callable[..., Any],
-        init: Callable[[Any], Any],
-        params: Any,
-        grads: Any,
-        donate: bool,
-    ):
-        self._step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    The step may return more (a train step's records), which is dropped.
+    """
+
+    def __init__(self, step: Callable[..., Any], params: Any, state: Any, data: Any):
+        self._step = step
         self._params = params
-        self._state = init(params)
-        self._grads = grads
+        self._state = state
+        self._data = data
 
     def run(self, calls: int) -> None:
         params, state = self._params, self._state
         for _ in range(calls):
-            params, state = self._step(params, state, self._grads)
+            params, state, *_ = self._step(params, state, self._data)
         jax.block_until_ready((params, state))  # type: ignore[no-untyped-call]
         self._params, self._state = params, state
 
@@ -183,36 +196,12 @@ def _quadratic_loss(params: Any, targets: Any) -> jax.Array:
     return jnp.sum(jnp.stack(terms))
 
 
-class TrainStep:
-    """``momentax.training.make_train_step`` on the quadratic loss, donated."""
-
-    def __init__(
-        self, optimizer: optax.GradientTransformation, params: Arrays, targets: Arrays
-    ):
-        self._step = momentax.training.make_train_step(
-            _quadratic_loss, optimizer, record=()
-        )
-        self._params = _jax_leaves(params)
-        self._state = optimizer.init(self._params)
-        self._targets = _jax_leaves(targets)
-
-    def run(self, calls: int) -> None:
-        params, state = self._params, self._state
-        for _ in range(calls):
-            params, state, _ = self._step(params, state, self._targets)
-        jax.block_until_ready((params, state))  # type: ignore[no-untyped-call]
-        self._params, self._state = params, state
-
-    def params(self) -> np.ndarray:
-        return _flat(self._params)
-
-
 class TorchStep:
     """``torch.optim.SGD.step()`` on tensors whose ``.grad`` is set."""
 
     def __init__(self, torch: Any, params: Arrays, grads: Arrays, **options: Any):
         self._torch = torch
-        self._device = torch.device("cuda" if _on_gpu() else "cpu")
+        self._device = torch.device("cuda" if jax.default_backend() == "gpu" else "cpu")
         self._params = [
             torch.tensor(p, device=self._device, requires_grad=True) for p in params
         ]
@@ -230,10 +219,6 @@ class TorchStep:
 
     def params(self) -> np.ndarray:
         return np.concatenate([p.detach().cpu().numpy().ravel() for p in self._params])
-
-
-def _on_gpu() -> bool:
-    return jax.default_backend() == "gpu"
 
 
 @dataclass(frozen=True)
@@ -254,14 +239,53 @@ class Contender:
 
     name: str
     make: Callable[[Arrays, Arrays], Any]
-    donate: bool | None
-    steps_per_call: int
-    words: int
+    donate: bool | None = True
+    steps_per_call: int = 1
+    words: int = 3
     family: str = "heavy ball"
 
 
 def _jax_leaves(arrays: Arrays) -> list[jax.Array]:
     return [jnp.asarray(a) for a in arrays]
+
+
+def _jitted(
+    step: Callable[..., Any], init: Callable[[Any], Any], donate: bool, pack: bool
+) -> Callable[[Arrays, Arrays], JaxStep]:
+    """Makes a `JaxStep` of ``step`` under ``jax.jit`` on the leaves (or packed)."""
+
+    def make(params: Arrays, grads: Arrays) -> JaxStep:
+        tree = momentax.training.pack if pack else (lambda leaves: leaves)
+        p, g = tree(_jax_leaves(params)), tree(_jax_leaves(grads))
+        jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+        return JaxStep(jitted, p, init(p), g)
+
+    return make
+
+
+def _optax_step(
+    optimizer: Callable[[], optax.GradientTransformation],
+    donate: bool = True,
+    pack: bool = False,
+) -> Callable[[Arrays, Arrays], JaxStep]:
+    """An Optax user's update-and-apply step of a fresh ``optimizer()``."""
+
+    def make(params: Arrays, grads: Arrays) -> JaxStep:
+        opt = optimizer()
+        return _jitted(_update_and_apply(opt), opt.init, donate, pack)(params, grads)
+
+    return make
+
+
+def _train_step(optimizer: Callable[[], optax.GradientTransformation]) -> Any:
+    """``make_train_step`` on the quadratic loss: the grads serve as its targets."""
+
+    def make(params: Arrays, targets: Arrays) -> JaxStep:
+        opt, p = optimizer(), _jax_leaves(params)
+        step = momentax.training.make_train_step(_quadratic_loss, opt, record=())
+        return JaxStep(step, p, opt.init(p), _jax_leaves(targets))
+
+    return make
 
 
 def step_contenders(
@@ -279,155 +303,58 @@ def step_contenders(
     Returns:
         The contenders, momentax first.
     """
-    optimizers = {
-        "momentax sutskever": lambda: momentax.momentum(LEARNING_RATE, MOMENTUM),
-        "momentax pytorch": lambda: momentax.momentum(
-            LEARNING_RATE, MOMENTUM, convention="pytorch"
-        ),
-        "optax.sgd": lambda: optax.sgd(LEARNING_RATE, momentum=MOMENTUM),
-    }
-    contenders = [
+    sutskever = OPTIMIZERS["momentax sutskever"]
+    out = [
         Contender(
             f"{name} nesterov",
-            lambda p, g, mk=make: _optax_step(mk(), p, g, True),
-            True,
-            1,
-            3,
+            _optax_step(lambda mk=make: mk(nesterov=True)),
             family="nesterov",
         )
-        for name, make in {
-            "momentax sutskever": lambda: momentax.momentum(
-                LEARNING_RATE, MOMENTUM, nesterov=True
-            ),
-            "momentax pytorch": lambda: momentax.momentum(
-                LEARNING_RATE, MOMENTUM, nesterov=True, convention="pytorch"
-            ),
-            "optax.sgd": lambda: optax.sgd(
-                LEARNING_RATE, momentum=MOMENTUM, nesterov=True
-            ),
-        }.items()
+        for name, make in OPTIMIZERS.items()
     ]
     for donate in (True, False):
         suffix = "" if donate else " (no donation)"
         # An undonated step allocates new params and velocity every call.
         words = 3 if donate else 5
-        for name, make_optimizer in optimizers.items():
-            contenders.append(
-                Contender(
-                    name + suffix,
-                    lambda p, g, d=donate, mk=make_optimizer: _optax_step(
-                        mk(), p, g, d
-                    ),
-                    donate,
-                    1,
-                    words,
-                )
-            )
-        contenders.append(
-            Contender(
-                "jax.numpy" + suffix,
-                lambda p, g, d=donate: JaxStep(
-                    _jax_numpy_step,
-                    lambda params: jax.tree.map(jnp.zeros_like, params),
-                    _jax_leaves(p),
-                    _jax_leaves(g),
-                    d,
-                ),
-                donate,
-                1,
-                words,
-            )
+        out += [
+            Contender(name + suffix, _optax_step(make, donate), donate, words=words)
+            for name, make in OPTIMIZERS.items()
+        ]
+        zeros = partial(jax.tree.map, jnp.zeros_like)
+        make = _jitted(_jax_numpy_step, zeros, donate, pack=False)
+        out.append(Contender("jax.numpy" + suffix, make, donate, words=words))
+
+    def fit(pack: bool, loss: Any = None) -> Callable[[Arrays, Arrays], JaxFit]:
+        tree = momentax.training.pack if pack else (lambda leaves: leaves)
+        return lambda p, g: JaxFit(
+            sutskever(), tree(_jax_leaves(p)), tree(_jax_leaves(g)), fit_steps, loss
         )
-    contenders.append(
-        Contender(
-            "momentax fit (scan)",
-            lambda p, g: JaxFit(
-                optimizers["momentax sutskever"](),
-                _jax_leaves(p),
-                _jax_leaves(g),
-                fit_steps,
-            ),
-            True,
-            fit_steps,
-            3,
-        )
-    )
+
+    out.append(Contender("momentax fit (scan)", fit(False), steps_per_call=fit_steps))
     if packed:
-        contenders += [
+        out += [
+            Contender("momentax packed", _optax_step(sutskever, pack=True), words=4),
             Contender(
-                "momentax packed",
-                lambda p, g: JaxStep(
-                    _update_and_apply(optimizers["momentax sutskever"]()),
-                    optimizers["momentax sutskever"]().init,
-                    momentax.training.pack(_jax_leaves(p)),
-                    momentax.training.pack(_jax_leaves(g)),
-                    True,
-                ),
-                True,
-                1,
-                4,
-            ),
-            Contender(
-                "momentax packed fit (scan)",
-                lambda p, g: JaxFit(
-                    optimizers["momentax sutskever"](),
-                    momentax.training.pack(_jax_leaves(p)),
-                    momentax.training.pack(_jax_leaves(g)),
-                    fit_steps,
-                ),
-                True,
-                fit_steps,
-                4,
+                "momentax packed fit (scan)", fit(True), True, fit_steps, words=4
             ),
         ]
-    contenders.append(
-        Contender(
-            OPTAX_AGAIN,
-            lambda p, g: _optax_step(optimizers["optax.sgd"](), p, g, True),
-            True,
-            1,
-            3,
-        )
-    )
+    out.append(Contender(OPTAX_AGAIN, _optax_step(OPTIMIZERS["optax.sgd"])))
     if trained:
-        contenders += [
+        no_sweep = partial(sutskever, single_sweep=False)
+        out += [
+            Contender(TRAIN_STEP, _train_step(sutskever), family="quadratic loss"),
             Contender(
-                TRAIN_STEP,
-                lambda p, g: TrainStep(optimizers["momentax sutskever"](), p, g),
-                True,
-                1,
-                3,
-                family="quadratic loss",
-            ),
-            Contender(
-                TRAIN_STEP_NO_SWEEP,
-                lambda p, g: TrainStep(
-                    momentax.momentum(LEARNING_RATE, MOMENTUM, single_sweep=False),
-                    p,
-                    g,
-                ),
-                True,
-                1,
-                3,
-                family="quadratic loss",
+                TRAIN_STEP_NO_SWEEP, _train_step(no_sweep), family="quadratic loss"
             ),
             Contender(
                 TRAIN_FIT,
-                lambda p, g: JaxFit(
-                    optimizers["momentax sutskever"](),
-                    _jax_leaves(p),
-                    _jax_leaves(g),
-                    fit_steps,
-                    loss=_quadratic_loss,
-                ),
-                True,
-                fit_steps,
-                3,
+                fit(False, _quadratic_loss),
+                steps_per_call=fit_steps,
                 family="quadratic loss",
             ),
         ]
     if _native.library()[0] is not None:
-        contenders.append(
+        out.append(
             Contender(
                 ONE_PASS,
                 lambda p, g: _native.OnePass(
@@ -438,34 +365,18 @@ def step_contenders(
                     MOMENTUM,
                 ),
                 None,
-                1,
-                3,
             )
         )
     if torch is not None:
-        for option in ("foreach", "fused"):
-            contenders.append(
-                Contender(
-                    f"torch {option}",
-                    lambda p, g, o=option: TorchStep(torch, p, g, **{o: True}),
-                    None,
-                    1,
-                    3,
-                )
+        out += [
+            Contender(
+                f"torch {option}",
+                lambda p, g, o=option: TorchStep(torch, p, g, **{o: True}),
+                None,
             )
-    return contenders
-
-
-def _optax_step(
-    optimizer: optax.GradientTransformation, params: Arrays, grads: Arrays, donate: bool
-) -> JaxStep:
-    return JaxStep(
-        _update_and_apply(optimizer),
-        optimizer.init,
-        _jax_leaves(params),
-        _jax_leaves(grads),
-        donate,
-    )
+            for option in ("foreach", "fused")
+        ]
+    return out
 
 
 class Bandwidth:

@@ -3,17 +3,13 @@
 Run as ``python -m benchmarks --sections tuning`` (in ``--quick`` too, smaller).
 """
 
-import argparse
-import json
 import math
-import shlex
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _report
 from benchmarks import _tuning as tuning
+from benchmarks import _tuning_problems as tp
 from benchmarks._tuning import AUTOTUNE, AUTOTUNE_HVP, BEST_GRID, HEAVY_BALL
 
 Row = dict[str, Any]
@@ -41,17 +37,6 @@ _STYLE: dict[str, dict[str, Any]] = {
     AUTOTUNE: {"color": "tab:blue", "linewidth": 1.6},
     AUTOTUNE_HVP: {"color": "tab:orange", "linewidth": 1.6},
 }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The tuning section's options."""
-    parser.add_argument(
-        "--tuning-plots",
-        type=Path,
-        default=None,
-        help="folder for the tuning section's PNGs (default: docs/tuning; "
-        "with --quick, tuning-quick-plots in --out)",
-    )
 
 
 def _format(value: float | None, spec: str) -> str:
@@ -260,9 +245,8 @@ def _contender_rows(row: Row) -> list[list[str]]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The report as markdown: targets first, then one table per question."""
+    """The report as markdown: the run, then :func:`body`."""
     env = results["environment"]
-    met = sum(t["met"] for t in results["targets"])
     lines = [
         "# Tuning benchmark: momentax.autotune against a grid search of momentum",
         "",
@@ -270,9 +254,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"{env['backend']}, jax {env['jax']}, momentax {env['momentax']}, commit "
         f"{env['commit']}, {env['date']}; {results['seconds']:.0f} s.",
         "",
-        f"## Targets ({met} of {len(results['targets'])} met)",
-        "",
     ]
+    return "\n".join(lines + body(results)) + "\n"
+
+
+def body(results: dict[str, Any]) -> list[str]:
+    """The targets first, then one table per question, then the overhead."""
+    met = sum(t["met"] for t in results["targets"])
+    lines = [f"## Tuning targets ({met} of {len(results['targets'])} met)", ""]
     lines += _table(
         ["target", "problem", "measured", "threshold", "met", "how"],
         [
@@ -343,7 +332,7 @@ def markdown(results: dict[str, Any]) -> str:
     )
     if results.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in results["plots"])]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _figure(width: float = 7.0, height: float = 4.0) -> Any:
@@ -498,39 +487,35 @@ def write_plots(results: dict[str, Any], folder: Path) -> list[Path]:
     return written
 
 
-def main(
-    args: argparse.Namespace, argv: Sequence[str], log: Log, **sizes: Any
-) -> dict[str, Any]:
-    """Runs the section; writes ``tuning[-quick].json``, ``.md`` and the PNGs.
-
-    ``sizes`` go to :func:`benchmarks._tuning.run` (the tests run tiny ones).
-
-    Returns:
-        The results, as written to the JSON file.
-    """
-    started = time.perf_counter()
-    results: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "benchmarks", *argv]),
-        "environment": _report.environment(None),
-        **tuning.run(args.quick, log, **sizes),
-    }
+def run(plan: Any) -> dict[str, Any]:
+    """The section's run for the suite: the results with their targets."""
+    results = tuning.run(plan.quick, plan.log)
     results["targets"] = targets(results)
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    results = _finite(results)
-    stem = "tuning-quick" if args.quick else "tuning"
-    folder = args.tuning_plots
-    if folder is None:
-        folder = args.out / "tuning-quick-plots" if args.quick else Path("docs/tuning")
-    plots = write_plots(results, folder)
-    results["plots"] = [str(path) for path in plots]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(
-        json.dumps(results, indent=1, allow_nan=False) + "\n"
-    )
-    text = markdown(results)
-    (args.out / f"{stem}.md").write_text(text)
-    log(f"wrote {args.out / stem}.json, .md and {len(plots)} plots in {folder}")
-    return results
+    finite: dict[str, Any] = _finite(results)
+    return finite
+
+
+def tables(results: dict[str, Any]) -> list[str]:
+    """The section's markdown lines in the suite's report (targets first)."""
+    return body(results["tuning"])
+
+
+def _draw(kind: str, results: dict[str, Any]) -> Any:
+    rows = [r for r in results["tuning"]["problems"] if r["kind"] == kind]
+    if kind == "overhead":
+        return (
+            plot_overhead(results["tuning"]["overhead"])
+            if results["tuning"]["overhead"]
+            else None
+        )
+    return _PLOTS[kind](rows) if rows else None
+
+
+PLOTS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    f"tuning-{kind}": (lambda results, kind=kind: _draw(kind, results))
+    for kind in (*tp.QUESTIONS, "overhead")
+}
+"""The section's plots in the suite's folder, one per question."""
 
 
 def _finite(value: Any) -> Any:

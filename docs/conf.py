@@ -23,6 +23,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax served from the site itself, so that formulas render offline.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "generated",
 ]

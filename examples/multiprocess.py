@@ -12,10 +12,16 @@ for them (with a timeout, killing them all if one fails). Each worker:
    ``momentax.training.Placement``: data-parallel
    (``--layout data_parallel``: each process holds half the examples) or fully
    sharded (``--layout fully_sharded``: each holds half of every param and of
-   its velocity);
-4. gathers the final params and writes them to ``--out/process_<i>.npz``.
+   its velocity), saving every 25 steps to one
+   ``momentax.training.CheckpointManager`` in ``--out/checkpoints`` (run it
+   again after a kill and it resumes from the latest step);
+4. restores the last step into an abstract target of its own shardings,
+   checks it shard by shard against its params and, fully sharded, that it
+   never held a whole param or velocity; writes its loss history to
+   ``--out/process_<i>.npz``.
 
-The launcher then checks that every process ended with bit-identical params.
+The launcher then restores the last step onto its one device (from N
+processes' shards to one array each) and writes it to ``--out/params.npz``.
 On a GPU cluster the same worker code runs with one process per host (or per
 GPU) and the coordinator address of the first host: only the launch differs.
 """
@@ -36,7 +42,22 @@ NUM_STEPS = 100
 LAYOUTS = ("data_parallel", "fully_sharded")
 
 
-def train(placement=None):
+CHECKPOINT_EVERY = 25
+
+
+def problem():
+    """The task, the optimizer and the initial params, the same in every process."""
+    import momentax
+    from momentax import tasks
+
+    task = tasks.wide_regression(**TASK_SIZE)
+    reference = task.reference
+    optimizer = momentax.momentum(reference.learning_rate, reference.momentum)
+    params = tasks.linear_init(TASK_SIZE["num_features"], TASK_SIZE["num_outputs"])
+    return task, optimizer, params
+
+
+def train(placement=None, checkpoint=None):
     """Trains the task from zero params; returns the fit result.
 
     With ``placement=None`` this is the single-process run the workers must
@@ -45,10 +66,7 @@ def train(placement=None):
     import momentax
     from momentax import tasks
 
-    task = tasks.wide_regression(**TASK_SIZE)
-    reference = task.reference
-    optimizer = momentax.momentum(reference.learning_rate, reference.momentum)
-    params = tasks.linear_init(TASK_SIZE["num_features"], TASK_SIZE["num_outputs"])
+    task, optimizer, params = problem()
     return momentax.training.fit(
         tasks.linear_loss,
         optimizer,
@@ -56,7 +74,36 @@ def train(placement=None):
         data=task.train,
         num_steps=NUM_STEPS,
         placement=placement,
+        checkpoint=checkpoint,
+        checkpoint_every=None if checkpoint is None else CHECKPOINT_EVERY,
     )
+
+
+def held_here(array):
+    """How many elements of ``array`` this process holds (each shard once)."""
+    return sum(shard.data.size for shard in array.addressable_shards)
+
+
+def check_restored(manager, result, layout):
+    """Restores the last step in this process's shardings and checks it."""
+    import jax
+    import optax
+
+    state = {"params": result.params, "opt_state": result.opt_state}
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state
+    )
+    restored = manager.restore(target)  # the latest step: NUM_STEPS
+    pairs = zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True)
+    for got, want in pairs:
+        shards = zip(got.addressable_shards, want.addressable_shards, strict=True)
+        for mine, theirs in shards:
+            assert mine.index == theirs.index
+            assert np.array_equal(np.asarray(mine.data), np.asarray(theirs.data))
+    if layout == "fully_sharded":  # no process ever holds a whole param or velocity
+        velocity = optax.tree.get(restored["opt_state"], "velocity")
+        for leaf in jax.tree.leaves((restored["params"], velocity)):
+            assert held_here(leaf) < leaf.size, "a process holds a whole array"
 
 
 def worker(args):
@@ -82,19 +129,24 @@ def worker(args):
     else:
         mesh = jax.make_mesh((1, len(devices)), ("data", "model"), devices=devices)
         placement = momentax.training.Placement.fully_sharded(mesh)
-    result = train(placement)
-    params = multihost_utils.process_allgather(result.params, tiled=True)
-    loss = multihost_utils.process_allgather(result.history["loss"], tiled=True)
-    np.savez(
-        pathlib.Path(args.out) / f"process_{args.process_id}.npz",
-        w=params["w"],
-        b=params["b"],
-        loss=loss,
-    )
+    directory = pathlib.Path(args.out) / "checkpoints"
+    with momentax.training.CheckpointManager(directory, max_to_keep=2) as manager:
+        result = train(placement, checkpoint=manager)
+        check_restored(manager, result, args.layout)
+        steps = manager.all_steps()
+    # The loss history is small: gathering it is fine (never the params). It
+    # is empty when a rerun finds the run complete in the checkpoints.
+    loss = result.history.get("loss", np.zeros(0, np.float32))
+    loss = multihost_utils.process_allgather(loss, tiled=True)
+    np.savez(pathlib.Path(args.out) / f"process_{args.process_id}.npz", loss=loss)
+    w = result.params["w"]
+    first, last = (float(loss[i]) if loss.size else float("nan") for i in (0, -1))
     print(
         f"process {jax.process_index()}/{jax.process_count()}: "
         f"{jax.local_device_count()} of {jax.device_count()} devices, "
-        f"loss {float(loss[0]):.4f} -> {float(loss[-1]):.4f}"
+        f"holds {held_here(w)} of w's {w.size} elements, "
+        f"loss {first:.4f} -> {last:.4f}, "
+        f"checkpoints {steps} restored and checked"
     )
     jax.distributed.shutdown()
 
@@ -106,7 +158,7 @@ def free_port():
 
 
 def launch(args):
-    """Starts the workers, waits for all, and checks that their params agree."""
+    """Starts the workers, waits for all, and restores their last checkpoint."""
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     port = args.port or free_port()
@@ -146,13 +198,17 @@ def launch(args):
         sys.exit(f"timed out after {args.timeout} s; all workers were killed.")
     if any(codes):
         sys.exit(f"workers exited with codes {codes}.")
-    results = [np.load(out / f"process_{i}.npz") for i in range(args.num_processes)]
-    for i, result in enumerate(results[1:], start=1):
-        for name in ("w", "b"):
-            if not np.array_equal(result[name], results[0][name]):
-                sys.exit(f"process {i} ended with other params ({name}) than 0.")
+    import momentax
+
+    _, optimizer, params = problem()
+    target = {"params": params, "opt_state": optimizer.init(params)}
+    with momentax.training.CheckpointManager(out / "checkpoints") as manager:
+        restored = manager.restore(target)  # every process's shards, on one device
+        step = manager.latest_step()
+    np.savez(out / "params.npz", **restored["params"])
     print(
-        f"{args.num_processes} processes ({args.layout}) ended with identical params."
+        f"{args.num_processes} processes ({args.layout}) trained {NUM_STEPS} steps; "
+        f"their checkpoint of step {step} restored on one device."
     )
 
 

@@ -21,6 +21,7 @@ from momentax._curvature import CurvatureEstimate as CurvatureEstimate
 from momentax._curvature import estimate_curvature as estimate_curvature
 from momentax._hyperparams import HyperParam as HyperParam
 from momentax._momentum import scale_by_momentum as scale_by_momentum
+from momentax._state import CountedMomentumState as CountedMomentumState
 from momentax._state import MomentumState as MomentumState
 from momentax._tuning import HeavyBallTuning as HeavyBallTuning
 from momentax._tuning import heavy_ball_tuning as heavy_ball_tuning
@@ -31,6 +32,7 @@ __all__ = [
     "CONVENTIONS",
     "AutotuneState",
     "Convention",
+    "CountedMomentumState",
     "CurvatureEstimate",
     "HeavyBallTuning",
     "HyperParam",

@@ -99,8 +99,9 @@ def autotune(
        :math:`C` raises :math:`\mu` and lowers :math:`\eta`. With Lanczos's
        range the step is Polyak's tuning (:math:`C` taken as 0): the
        gradients' EMA variance also counts their oscillation along the
-       heavy-ball path, which is no noise, and on a deterministic quadratic it
-       slowed convergence ninefold (see the Tuning page of the docs).
+       heavy-ball path, which is no noise, and on a deterministic quadratic
+       (kappa = 1000) it took 1506 steps to a relative error of 1e-4 against
+       198 with :math:`C = 0`.
 
     Safeguards: the rule uses :math:`h_{\max}(1 + \text{stability\_margin})`,
     so that a curvature up to that much above the estimate (Lanczos
@@ -113,17 +114,25 @@ def autotune(
     is not finite changes nothing but ``num_nonfinite``: its update is zero,
     and neither the statistics nor the velocity see it.
 
+    Small batches are not handled well yet: gradient noise inflates the
+    secants and drives the gradients-only rate towards zero, and the Lanczos
+    path's Polyak rate ignores the noise (measurements on the Tuning page).
+
     Conventions: ``"sutskever"`` keeps :math:`v_t` as above. ``"pytorch"``
     keeps :math:`b_t = v_t / (-\eta_t)` in gradient units, with
     :math:`b_t = \mu_t (\eta_{t-1}/\eta_t) b_{t-1} + g_t` and update
     :math:`-\eta_t b_t`: the same iterates, as the rate changes.
 
     Data parallelism: under ``jax.jit`` with sharded arrays every sum is
-    global already. In per-device code (``shard_map``, ``pmap``) pass the
-    data axis as ``axis_name``: the gradients (and Hessian-vector products)
-    are averaged over it (``jax.lax.pmean``) before anything else, so the
-    statistics and the step are the same on every device, and equal to
-    those of the whole batch. Params must be replicated over that axis.
+    global already. In per-device code whose gradients are per device
+    (``pmap``, ``shard_map(..., check_vma=False)``) pass the data axis as
+    ``axis_name``: the gradients (and Hessian-vector products) are averaged
+    over it (``jax.lax.pmean``) before anything else, so the statistics and
+    the step are the same on every device, and equal to those of the whole
+    batch. Params must be replicated over that axis. (Under ``shard_map``'s
+    default ``check_vma=True``, JAX itself sums the gradients of replicated
+    params over the axis: write the loss as the batch mean,
+    ``jax.lax.pmean`` of the local one, and ``axis_name`` changes nothing.)
 
     Args:
         convention: ``"sutskever"`` (lr inside the velocity) or

@@ -73,7 +73,7 @@ def observe(
         measured, state.curvatures.at[slot].set(secant), state.curvatures
     )
     num_curvatures = state.num_curvatures + measured.astype(jnp.int32)
-    filled = jnp.arange(window) < num_curvatures
+    filled = jnp.arange(window, dtype=jnp.int32) < num_curvatures
     window_max = jnp.max(jnp.where(filled, curvatures, 0))
     window_min = jnp.min(jnp.where(filled, curvatures, jnp.inf))
 
@@ -100,7 +100,7 @@ def observe(
 def curvature_range(state: AutotuneState, decay: float) -> tuple[jax.Array, jax.Array]:
     r"""The secants' :math:`(h_{\\max}, h_{\\min})`; both 0 before the first secant."""
     window = state.curvatures.shape[0]
-    filled = jnp.arange(window) < state.num_curvatures
+    filled = jnp.arange(window, dtype=jnp.int32) < state.num_curvatures
     window_max = jnp.max(jnp.where(filled, state.curvatures, 0))
     window_min = jnp.min(jnp.where(filled, state.curvatures, jnp.inf))
     samples = state.num_curvatures

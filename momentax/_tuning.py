@@ -8,8 +8,8 @@ class HeavyBallTuning(NamedTuple):
     r"""Holds Polyak's heavy-ball hyperparameters and the rate they achieve.
 
     Attributes:
-        learning_rate: The step size :math:`\alpha`.
-        momentum: The momentum :math:`\beta`.
+        learning_rate: The step size :math:`\eta`.
+        momentum: The momentum :math:`\mu`.
         rate: The asymptotic factor by which the distance to the minimum shrinks
             per step, :math:`(\sqrt\kappa - 1)/(\sqrt\kappa + 1)`.
     """
@@ -40,16 +40,16 @@ def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTu
     method
 
     .. math::
-        \theta_{t+1} = \theta_t - \alpha \nabla f(\theta_t)
-            + \beta (\theta_t - \theta_{t-1})
+        \theta_{t+1} = \theta_t - \eta \nabla f(\theta_t)
+            + \mu (\theta_t - \theta_{t-1})
 
     converges fastest for
 
     .. math::
-        \alpha = \frac{4}{(\sqrt L + \sqrt m)^2}, \qquad
-        \beta = \left(\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}\right)^2,
+        \eta = \frac{4}{(\sqrt L + \sqrt m)^2}, \qquad
+        \mu = \left(\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}\right)^2,
 
-    at the asymptotic rate :math:`\sqrt\beta = (\sqrt\kappa - 1)/(\sqrt\kappa + 1)`
+    at the asymptotic rate :math:`\sqrt\mu = (\sqrt\kappa - 1)/(\sqrt\kappa + 1)`
     per step, against :math:`(\kappa - 1)/(\kappa + 1)` for the best plain
     gradient descent. The heavy-ball method is :func:`momentax.momentum` with
     these values and a constant learning rate, in either convention. For a
@@ -64,7 +64,8 @@ def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTu
         A :class:`HeavyBallTuning` with the learning rate, momentum and rate.
 
     Raises:
-        ValueError: If a curvature is not finite and positive, or ``m > L``.
+        ValueError: If a curvature is not finite and positive, ``m > L``, or
+            :math:`L` is so small that the learning rate overflows a float.
 
     Examples:
         >>> import momentax
@@ -89,5 +90,15 @@ def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTu
     # written without kappa itself: L / m overflows to inf for extreme curvatures.
     root_big, root_small = math.sqrt(big), math.sqrt(small)
     rate = (root_big - root_small) / (root_big + root_small)
-    learning_rate = 4.0 / (math.sqrt(big) + math.sqrt(small)) ** 2
+    try:
+        learning_rate = 4.0 / (root_big + root_small) ** 2
+    except ZeroDivisionError:
+        learning_rate = math.inf
+    if not math.isfinite(learning_rate):
+        raise ValueError(
+            f"max_curvature={max_curvature!r} (with min_curvature={min_curvature!r}) "
+            "is so small that the learning rate 4 / (sqrt(L) + sqrt(m))^2 exceeds "
+            "the largest float: rescale the loss (multiply it by a large factor) so "
+            "that its largest curvature is at least about 1e-308."
+        )
     return HeavyBallTuning(learning_rate, rate**2, rate)

@@ -1,8 +1,9 @@
 """The option grid whose outputs tests/data/pinned.npz pins (see test_pinned.py).
 
-The pinned file was written by ``python -m tests.pinned_grid`` on the 0.1.0 core,
-before the core was rebuilt as Optax chains, so the test proves the rebuild
-changed no number. Run it again only on purpose: it overwrites the file.
+The pinned file holds the outputs of the 0.1.0 core (one closure with flags), an
+implementation independent of the Optax chains the test runs, so the test shows
+that the chains compute the same numbers. Running this module overwrites the file
+with the current core's outputs: do it only on purpose.
 """
 
 import itertools

@@ -2,13 +2,16 @@
 
 Nothing here asserts a speed: timings are what the suite reports, not what the
 tests check. The tests check that every section runs, every contender is
-timed, the derived numbers follow from the measured ones, and the suite
-refuses to compare contenders that compute different things.
+timed, the derived numbers follow from the measured ones, the targets judge
+the right rows, the committed results are what the writer makes of their
+JSON, and the suite refuses to compare contenders that compute different
+things. The tests that run the suite are marked slow.
 """
 
 import json
 import math
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -17,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import _cli, _compile, _native, _report, _suites
+from benchmarks import _children, _cli, _compile, _native, _report, _suites, _tables
 from benchmarks import _contenders as c
+from benchmarks._sections import SECTIONS
+from benchmarks._targets import TARGETS, evaluate, optax_ratios
 from benchmarks._timing import summarize
 from tests.helpers import REQUIRE_OPTIONAL, optional_import, subprocess_env
 
@@ -37,15 +42,22 @@ STEP_CONTENDERS = (
 )
 HAS_CC = _native.library()[0] is not None
 GLIBC = platform.libc_ver()[0] == "glibc"
+PNG = b"\x89PNG\r\n\x1a\n"
+COMMITTED = ROOT / "benchmarks" / "results"
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """Runs ``python -m benchmarks --quick`` once; returns its folder and JSON."""
+    """Runs ``python -m benchmarks --quick --sections all`` once.
+
+    Returns:
+        Its output folder, its JSON and its stdout.
+    """
     out = tmp_path_factory.mktemp("bench")
     env = subprocess_env(MPLBACKEND="Agg")
+    command = ["--quick", "--sections", "all", "--out", str(out)]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", *command],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -53,24 +65,20 @@ def quick(tmp_path_factory):
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    backend = json.loads((out / "cpu-quick.json").read_text())["environment"]
-    assert backend["backend"] == "cpu"
-    return out, json.loads((out / "cpu-quick.json").read_text()), done.stdout
+    folder = out / "cpu-all-quick"
+    results = json.loads((folder / "results.json").read_text())
+    assert results["environment"]["backend"] == "cpu"
+    return folder, results, done.stdout
 
 
-def test_quick_run_writes_json_markdown_and_plot(quick):
-    out, results, stdout = quick
-    assert {p.name for p in out.iterdir()} == {
-        "cpu-quick.json",
-        "cpu-quick.md",
-        "cpu-quick.png",
-        # The tuning section writes its own (tests/test_tuning_benchmark.py).
-        "tuning-quick.json",
-        "tuning-quick.md",
-        "tuning-quick-plots",
-    }
-    assert (out / "cpu-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    markdown = (out / "cpu-quick.md").read_text()
+@pytest.mark.slow
+def test_quick_run_writes_json_markdown_and_one_plot_per_question(quick):
+    folder, results, stdout = quick
+    plots = {f"{name}.png" for s in SECTIONS.values() for name in s.plots}
+    assert {p.name for p in folder.iterdir()} == {"results.json", "results.md", *plots}
+    for plot in plots:
+        assert (folder / plot).read_bytes()[:8] == PNG
+    markdown = (folder / "results.md").read_text()
     assert markdown == stdout.rstrip("\n") + "\n"
     for heading in (
         "Memory bandwidth",
@@ -80,22 +88,29 @@ def test_quick_run_writes_json_markdown_and_plot(quick):
         *(["glibc keeping freed memory"] if GLIBC else []),
         "regression",
         "Compile time",
+        "Targets",
     ):
         assert heading in markdown
-    assert results["command"] == "python -m benchmarks --quick --out " + str(out)
+    out = folder.parent
+    assert (
+        results["command"] == f"python -m benchmarks --quick --sections all --out {out}"
+    )
     for key in ("device", "cpu", "jax", "optax", "numpy", "python", "date"):
         assert results["environment"][key]
+    assert set(results["section_seconds"]) >= set(SECTIONS)
 
 
+@pytest.mark.slow
 def test_the_step_sections_ran_again_with_the_fusion_flag(quick):
     _, results, _ = quick
     flagged = results["with_flag"]
-    assert _cli.FLAG in flagged["xla_flags"].split()
+    assert _children.FLAG in flagged["xla_flags"].split()
     # This jaxlib's XLA:CPU merges the loops: momentax took its single sweep.
     assert flagged["uses_single_sweep"] is True
     assert results["environment"]["uses_single_sweep"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [False, True])
 def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
     _, results, _ = quick
@@ -122,15 +137,17 @@ def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
             assert row["samples"] == results["settings"]["repeats"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLIBC, reason="the allocator run needs glibc")
 def test_the_largest_size_ran_again_with_glibc_keeping_freed_memory(quick):
     _, results, _ = quick
     allocator = results["allocator"]
     given = results["environment"]["glibc_tunables"]
-    assert allocator["glibc_tunables"].split(":")[-3:] == _cli.GLIBC_TUNABLES.split(":")
+    tunables = _children.GLIBC_TUNABLES.split(":")
+    assert allocator["glibc_tunables"].split(":")[-3:] == tunables
     assert allocator["glibc_tunables"].startswith(given or "")
     flagged = allocator["with_flag"]
-    assert _cli.FLAG in flagged["xla_flags"].split()
+    assert _children.FLAG in flagged["xla_flags"].split()
     assert flagged["uses_single_sweep"] is True
     # The quick sizes all lie below 1e6 but the largest, which runs.
     largest = f"{max(_cli.QUICK_SIZES):.0e}"
@@ -139,6 +156,7 @@ def test_the_largest_size_ran_again_with_glibc_keeping_freed_memory(quick):
         assert set(STEP_CONTENDERS) <= {row["contender"] for row in rows}
 
 
+@pytest.mark.slow
 def test_derived_numbers_follow_from_the_measured_ones(quick):
     _, results, _ = quick
     limit = results["bandwidth_limit"]
@@ -162,6 +180,7 @@ def test_derived_numbers_follow_from_the_measured_ones(quick):
         assert way["compile"] == max(way["first_call"] - way["median"], 0.0)
 
 
+@pytest.mark.slow
 def test_memory_rows_and_targets_are_reported(quick):
     _, results, _ = quick
     rows = results["memory"]
@@ -177,13 +196,26 @@ def test_memory_rows_and_targets_are_reported(quick):
         # Without donation the new params and velocity need their own buffers.
         if not row["donate"]:
             assert row["peak_bytes"] >= 4 * 4 * row["size"]
-    names = [t["target"] for t in results["targets"]]
-    assert any(name.startswith("momentax / optax.sgd, worst") for name in names)
-    assert any(name.startswith("peak memory / ideal") for name in names)
-    for target in results["targets"]:
-        assert target["met"] in (True, False)
+    # With every section run, every target is measured at least once, but those
+    # that need sizes from 1e7 up or the 1000 x 1000 tree (larger than --quick's);
+    # those that compare with torch or the C kernel need them.
+    names = {t["target"] for t in results["targets"]}
+    larger = {
+        "with the fusion flag: speed-up over optax.sgd under the same flag",
+        "torch fused / momentax fit, per step on 1000 x 1000 leaves",
+        "one jitted momentax call / torch fused, on 1000 x 1000 leaves",
+    }
+    if (TORCH is not None and HAS_CC) or REQUIRE_OPTIONAL:
+        assert names == {target.name for target in TARGETS} - larger
+    assert {
+        "momentax / optax.sgd, the same update",
+        "peak memory / ideal, donated momentax train step",
+        "compile time, momentax / optax.sgd",
+    } <= names
+    assert results["targets"] == evaluate(results)
 
 
+@pytest.mark.slow
 def test_compile_section_times_every_case_at_every_leaf_count(quick):
     _, results, _ = quick
     rows = results["compile"]
@@ -203,11 +235,13 @@ def test_compile_section_times_every_case_at_every_leaf_count(quick):
             assert row[key] >= 0, (key, row)
         # Something compiled on every first call, and XLA said how long it took.
         assert row["xla"] > 0 and row["first_call"] > row["warm_call"], row
-    names = {t["target"] for t in results["targets"]}
+    where = {(t["target"], t["where"]) for t in results["targets"]}
     for what in _compile.COMPARED:
         for count in _cli.QUICK_LEAF_COUNTS:
-            assert f"compile: {what} at {count} leaves, momentax / optax.sgd" in names
-        assert f"compile: {what} (momentax), growth exponent in the leaf count" in names
+            assert (
+                "compile time, momentax / optax.sgd",
+                f"{what} at {count} leaves",
+            ) in (where)
 
 
 def test_compile_ratios_and_growth_follow_from_the_rows():
@@ -239,13 +273,13 @@ def test_compile_ratios_and_growth_follow_from_the_rows():
     assert math.isclose(grows["exponent"], 2.0)
     assert (grows["from"], grows["to"]) == (1000, 3000)
     assert _compile.growth(rows, "grad of the loss", None) is None
-    got = {t["target"]: t for t in _report.targets({"compile": rows})}
-    ratio = got["compile: fit at 1000 leaves, momentax / optax.sgd"]
+    got = {(t["target"], t["where"]): t for t in evaluate({"compile": rows})}
+    ratio = got["compile time, momentax / optax.sgd", "fit at 1000 leaves"]
     assert (ratio["measured"], ratio["met"]) == (1.25, False)
-    assert got["compile: fit at 100 leaves, momentax / optax.sgd"]["met"] is True
-    growth = got["compile: fit (momentax), growth exponent in the leaf count"]
-    assert growth["met"] is False and growth["threshold"] == _report.GROWTH_LIMIT
-    assert "optax.sgd's: 1.20" in growth["detail"]
+    assert got["compile time, momentax / optax.sgd", "fit at 100 leaves"]["met"] is True
+    (growth,) = [t for (name, _), t in got.items() if "growth" in name]
+    assert growth["met"] is False and growth["threshold"] == 1.1
+    assert growth["where"] == "fit, 1000 to 3000 leaves (optax.sgd's: 1.20)"
     markdown = _report.markdown(
         {
             "environment": {
@@ -284,11 +318,11 @@ def test_allocator_tables_give_the_default_time_over_the_tuned_one():
             "with_flag": {"xla_flags": "f", "sizes": [row("a", "1e+06", 4e-3)]},
         },
     }
-    lines = _report._allocator_tables(results)
+    lines = _tables._allocator(results)
     assert "| a | 1.5 ms (2.00x) |" in lines
     assert "| b | 1 ms (1.00x) |" in lines
     assert "| a | 4 ms (0.50x) |" in lines
-    assert _report._allocator_tables({"sizes": results["sizes"]}) == []
+    assert _tables._allocator({"sizes": results["sizes"]}) == []
 
 
 _FAULTS = """
@@ -305,6 +339,7 @@ print(statistics.median(faults[30:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLIBC, reason="the tunables are glibc's")
 def test_the_tunables_stop_an_undonated_step_faulting_its_outputs_in():
     """What the allocator run is for, and what the performance page says.
@@ -331,7 +366,7 @@ def test_the_tunables_stop_an_undonated_step_faulting_its_outputs_in():
 
     pages = 5 * 10**7 * 4 / 4096
     assert faults() >= 2 * pages  # both outputs' pages, every call
-    assert faults(GLIBC_TUNABLES=_cli.GLIBC_TUNABLES) < 0.01 * pages
+    assert faults(GLIBC_TUNABLES=_children.GLIBC_TUNABLES) < 0.01 * pages
 
 
 def test_summarize_gives_median_quartiles_and_minimum():
@@ -403,7 +438,7 @@ def test_the_one_pass_kernels_compute_what_they_claim(kind):
 
 
 def test_the_suite_refuses_to_start_with_the_flag(monkeypatch, capsys):
-    monkeypatch.setenv("XLA_FLAGS", _cli.FLAG)
+    monkeypatch.setenv("XLA_FLAGS", _children.FLAG)
     with pytest.raises(SystemExit) as exit_info:
         _cli.main(["--quick"])
     assert exit_info.value.code == 2
@@ -437,17 +472,21 @@ def test_targets_compare_the_right_rows():
             row(tree, "momentax packed", 1.0, 1000),
         ],
     }
-    got = {t["target"]: t for t in _report.targets(results)}
-    worst = got["momentax / optax.sgd, worst over every size and tree"]
-    assert math.isclose(worst["measured"], 10 / 9) and worst["met"] is False
-    assert tree in worst["detail"]
-    speedup = got[f"momentax fit (scan) on {tree}: speed-up per step over torch fused"]
-    assert (speedup["measured"], speedup["met"]) == (8.0, False)
-    packed = got[f"momentax packed, one jitted call on {tree}: time / torch fused"]
-    assert (packed["measured"], packed["met"]) == (0.25, True)
-    large = got[
-        "momentax sutskever at 1e+03 params / best of optax.sgd and torch fused"
+    got = {(t["target"], t["where"].split(";")[0]): t for t in evaluate(results)}
+    worst = got[
+        "momentax / optax.sgd, the same update", f"momentax sutskever on {tree}"
     ]
+    assert math.isclose(worst["measured"], 10 / 9) and worst["met"] is False
+    fused = "torch fused / momentax fit, per step on 1000 x 1000 leaves"
+    speedup = got[fused, "momentax fit (scan)"]
+    assert (speedup["measured"], speedup["met"]) == (8.0, False)
+    packed = got[
+        "one jitted momentax call / torch fused, on 1000 x 1000 leaves",
+        "momentax packed",
+    ]
+    assert (packed["measured"], packed["met"]) == (0.25, True)
+    best = "donated momentax step / the best of optax.sgd and torch fused"
+    large = got[best, "momentax sutskever at 1e+03"]
     assert (large["measured"], large["met"]) == (1.0, True)
 
 
@@ -473,11 +512,7 @@ def test_limit_target_ignores_the_reference_kernel_timed_again(faster, met):
         "sizes": [row("optax.sgd", 30.0)],
         "with_flag": {"sizes": [row(faster, 50.0), row("optax.sgd", 32.0)]},
     }
-    (limit,) = [
-        t
-        for t in _report.targets(results)
-        if "beats the bandwidth limit" in t["target"]
-    ]
+    (limit,) = [t for t in evaluate(results) if "beat the limit" in t["target"]]
     assert limit["met"] is met
     expected = 0.8 if met else 1.25
     assert math.isclose(limit["measured"], expected)
@@ -496,7 +531,7 @@ def test_optax_ratios_pair_each_update_with_its_optax_peer():
             ("jax.numpy", 1.0),
         )
     ]
-    assert sorted(_report._optax_ratios(rows)) == [
+    assert sorted((m.value, m.where) for m in optax_ratios(rows)) == [
         (0.5, "momentax pytorch (no donation) on 1e+07"),
         (0.5, "momentax sutskever on 1e+07"),
         (0.75, "momentax pytorch nesterov on 1e+07"),
@@ -523,28 +558,28 @@ def test_flag_targets_use_the_flagged_rows():
         row(c.ONE_PASS, 0.9, 10**7, 1.0),
     ]
     got = {
-        t["target"]: t for t in _report._flag_targets({"with_flag": {"sizes": flagged}})
+        (t["target"], t["where"]): t
+        for t in evaluate({"with_flag": {"sizes": flagged}})
+        if t["target"].startswith("with the fusion flag")
     }
-    fraction = (
-        "with the flag: momentax sutskever at 1e+07 params, "
-        "fraction of the one-pass limit"
-    )
-    assert (got[fraction]["measured"], got[fraction]["met"]) == (0.97, True)
-    nesterov = fraction.replace("sutskever", "pytorch nesterov")
-    assert got[nesterov]["met"] is False
-    speedup = next(t for name, t in got.items() if "speed-up" in name)
+    fraction = "with the fusion flag: momentax step, fraction of the bandwidth limit"
+    sutskever = got[fraction, "momentax sutskever at 1e+07"]
+    assert (sutskever["measured"], sutskever["met"]) == (0.97, True)
+    assert got[fraction, "momentax pytorch nesterov at 1e+07"]["met"] is False
+    speedup = next(t for (name, _), t in got.items() if "speed-up" in name)
     assert math.isclose(speedup["measured"], 1.1) and speedup["met"] is False
-    assert "momentax pytorch nesterov on 1e+07" in speedup["detail"]
-    beside = next(t for name, t in got.items() if "same process" in name)
+    assert speedup["where"] == "momentax pytorch nesterov on 1e+07; worst of 2 steps"
+    beside = next(t for (name, _), t in got.items() if "same process" in name)
     # Both momentax steps at 1e7 take 1.0 against the reference's 0.9.
     assert math.isclose(beside["measured"], 0.9) and beside["met"] is False
-    assert "1e+07" in beside["target"]
+    assert "1e+07" in beside["where"]
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--repeats", "0"], "--repeats: must be an integer >= 1"),
+        (["--repeats", "0"], "--repeats: must be a number > 0"),
+        (["--repeats", "x"], "--repeats: invalid int value: 'x'"),
         (["--min-sample-time", "-1"], "--min-sample-time: must be a number > 0"),
         (["--sections", "sizes,nope"], "--sections: choose from bandwidth"),
     ],
@@ -557,9 +592,58 @@ def test_bad_options_exit_with_a_message(argv, message, capsys):
 
 
 def test_seconds_picks_a_readable_unit():
-    assert [_report.seconds(v) for v in (1.5, 0.0081, 1.2e-5, 3e-9)] == [
+    assert [_tables.seconds(v) for v in (1.5, 0.0081, 1.2e-5, 3e-9)] == [
         "1.5 s",
         "8.1 ms",
         "12 µs",
         "3 ns",
     ]
+
+
+def test_a_plain_run_overwrites_nothing_tracked_and_leaves_compile_out():
+    args = _cli.parser().parse_args([])
+    assert args.out == Path("benchmarks-out")
+    assert "compile" not in args.sections and "sizes" in args.sections
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "benchmarks-out/cpu/results.json"],
+        cwd=ROOT,
+        check=False,
+    )
+    assert ignored.returncode == 0, "benchmarks-out/ must be ignored by git"
+    assert _cli.parser().parse_args(["--sections", "compile"]).sections == ("compile",)
+    assert _cli.parser().parse_args(["--sections", "all"]).sections == tuple(SECTIONS)
+
+
+def test_the_output_folder_is_named_after_the_backend_and_sections():
+    default = _cli.DEFAULT_SECTIONS
+    assert _cli.folder_name("cpu", default, quick=False) == "cpu"
+    assert _cli.folder_name("gpu", default, quick=True) == "gpu-quick"
+    assert _cli.folder_name("cpu", ("compile",), quick=False) == "cpu-compile"
+    assert (
+        _cli.folder_name("cpu", ("bandwidth", "sizes"), False) == "cpu-bandwidth-sizes"
+    )
+    assert _cli.folder_name("cpu", tuple(SECTIONS), quick=True) == "cpu-all-quick"
+
+
+def test_every_target_judges_a_registered_section():
+    assert {target.section for target in TARGETS} <= set(SECTIONS)
+    assert len({target.name for target in TARGETS}) == len(TARGETS)
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in COMMITTED.iterdir()))
+def test_committed_results_are_what_the_writer_makes_of_their_json(folder, tmp_path):
+    """``--report`` rewrites the committed tables, targets and plots unchanged."""
+    committed = COMMITTED / folder
+    shutil.copy(committed / "results.json", tmp_path / "results.json")
+    assert _cli.main(["--report", str(tmp_path / "results.json")]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in committed.iterdir()}
+    for name in ("results.json", "results.md"):
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name
+    results = json.loads((committed / "results.json").read_text())
+    assert results["targets"] and results["targets"] == evaluate(results)
+    for row in results["targets"]:
+        at_most, threshold = row["at_most"], row["threshold"]
+        measured = row["measured"]
+        assert row["met"] is (
+            measured <= threshold if at_most else measured >= threshold
+        )

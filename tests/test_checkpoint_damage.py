@@ -13,7 +13,7 @@ import pytest
 import momentax
 import momentax.training
 
-save, restore = momentax.training.save_checkpoint, momentax.training.restore_checkpoint
+STEP = 7
 
 
 def tree():
@@ -25,9 +25,17 @@ def tree():
 
 
 @pytest.fixture
-def checkpoint(tmp_path):
-    save(tmp_path / "ckpt", tree())
-    return tmp_path / "ckpt"
+def manager(tmp_path):
+    with momentax.training.CheckpointManager(tmp_path / "ckpt") as manager:
+        yield manager
+
+
+@pytest.fixture
+def checkpoint(manager):
+    """The folder of a complete step, and the manager that wrote it."""
+    manager.save(STEP, tree())
+    manager.wait()
+    return manager, manager.directory + f"/{STEP}"
 
 
 def files_under(path):
@@ -36,8 +44,11 @@ def files_under(path):
     )
 
 
-def largest_data_file(path):
-    return max(files_under(path / "ocdbt.process_0" / "d"), key=os.path.getsize)
+def largest_data_file(folder):
+    return max(
+        files_under(os.path.join(folder, "state", "ocdbt.process_0", "d")),
+        key=os.path.getsize,
+    )
 
 
 def flip_byte(file, position):
@@ -49,11 +60,12 @@ def flip_byte(file, position):
 
 
 def test_a_flipped_byte_is_an_error_naming_the_leaf(checkpoint):
-    data = largest_data_file(checkpoint)  # params/w's 16 KiB: the largest leaf
+    manager, folder = checkpoint
+    data = largest_data_file(folder)  # params/w's 16 KiB: the largest leaf
     flip_byte(data, os.path.getsize(data) // 2)
     with pytest.raises(ValueError, match="is damaged or incomplete") as error:
-        restore(checkpoint, tree())
-    # Orbax decompresses without a complaint; the recorded hash finds the change.
+        manager.restore(tree())
+    # Orbax decompresses without a complaint; the checksum finds the change.
     assert "the values of params/w differ from the ones saved" in str(error.value)
     assert "params/b" not in str(error.value)
 
@@ -68,91 +80,113 @@ def garble(file):
         f.write(b"\x00garbage" * (os.path.getsize(file) // 8 + 1))
 
 
-def same_size_garbage(file):
-    size = os.path.getsize(file)
-    with open(file, "wb") as f:
-        f.write(b"#" * size)
+def edit_json(file, edit):
+    with open(file) as f:
+        content = json.load(f)
+    edit(content)
+    with open(file, "w") as f:
+        json.dump(content, f)
 
 
-def edit_record(checkpoint, edit):
-    record = json.loads((checkpoint / "momentax.json").read_text())
-    edit(record)
-    (checkpoint / "momentax.json").write_text(json.dumps(record))
+RECORD = ("record", "momentax.json")
+CHECKSUMS = ("checksums", "process_0.json")
+
+
+def at(folder, *parts):
+    return os.path.join(folder, *parts)
 
 
 DAMAGE = {
-    "_METADATA missing": (lambda c: os.remove(c / "_METADATA"), "_METADATA is missing"),
-    "_METADATA truncated": (lambda c: truncate(c / "_METADATA"), "_METADATA has \\d+"),
-    "_METADATA garbage": (lambda c: garble(c / "_METADATA"), "_METADATA has \\d+"),
-    "_METADATA garbage of its size": (
-        lambda c: same_size_garbage(c / "_METADATA"),
+    "_METADATA missing": (
+        lambda c: os.remove(at(c, "state", "_METADATA")),
+        "Orbax cannot read it",
+    ),
+    "_METADATA garbage": (
+        lambda c: garble(at(c, "state", "_METADATA")),
         "Orbax cannot read it",
     ),
     "manifest missing": (
-        lambda c: os.remove(c / "manifest.ocdbt"),
-        "manifest.ocdbt is missing",
+        lambda c: os.remove(at(c, "state", "manifest.ocdbt")),
+        "Orbax cannot read it|the values of",
+    ),
+    "a data file truncated": (
+        lambda c: truncate(largest_data_file(c)),
+        "Orbax cannot read it|the values of params/w differ",
     ),
     "a data file missing": (
         lambda c: os.remove(largest_data_file(c)),
-        "ocdbt.process_0/d/\\w+ is missing",
+        "Orbax cannot read it|the values of params/w differ",
     ),
     "the data folder missing": (
-        lambda c: shutil.rmtree(c / "ocdbt.process_0"),
-        "ocdbt.process_0/\\S+ is missing",
+        lambda c: shutil.rmtree(at(c, "state", "ocdbt.process_0")),
+        "Orbax cannot read it|the values of",
     ),
     "the record missing": (
-        lambda c: os.remove(c / "momentax.json"),
-        "momentax.json is missing \\(not written by save_checkpoint, or its save",
+        lambda c: os.remove(at(c, *RECORD)),
+        "record/momentax.json is missing",
     ),
     "the record garbage": (
-        lambda c: garble(c / "momentax.json"),
-        "momentax.json cannot be read",
+        lambda c: garble(at(c, *RECORD)),
+        "record/momentax.json cannot be read",
     ),
     "the record with a field lost": (
-        lambda c: edit_record(c, lambda r: r["leaves"]["params/w"].pop("sha256")),
-        "momentax.json has missing or malformed fields",
-    ),
-    "the record with a dtype garbled": (
-        lambda c: edit_record(c, lambda r: r["leaves"]["step"].update(dtype="flo!t")),
+        lambda c: edit_json(at(c, *RECORD), lambda r: r.pop("process_count")),
         "momentax.json has missing or malformed fields",
     ),
     "the record of another program": (
-        lambda c: (c / "momentax.json").write_text('{"format": "other"}'),
+        lambda c: edit_json(at(c, *RECORD), lambda r: r.update(format="other")),
         "momentax.json is not a momentax checkpoint record",
+    ),
+    "the checksums missing": (
+        lambda c: os.remove(at(c, *CHECKSUMS)),
+        "checksums/process_0.json is missing",
+    ),
+    "the checksums garbage": (
+        lambda c: garble(at(c, *CHECKSUMS)),
+        "checksums/process_0.json cannot be read",
+    ),
+    "a checksum lost": (
+        lambda c: edit_json(at(c, *CHECKSUMS), lambda s: s.pop("params/w")),
+        "the checksums do not name the recorded leaves",
+    ),
+    "a checksum changed": (
+        lambda c: edit_json(at(c, *CHECKSUMS), lambda s: s.update({"step": "0"})),
+        "the values of step differ from the ones saved",
     ),
 }
 
 
+# A restore that Orbax abandons midway can leave TensorStore reads that finish
+# after Orbax closed their event loop; Python reports them as unraisable.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_damage_is_a_value_error_naming_it(checkpoint, kind):
+    manager, folder = checkpoint
     damage, message = DAMAGE[kind]
-    damage(checkpoint)
-    with pytest.raises(ValueError, match=f"is damaged or incomplete: .*{message}"):
-        restore(checkpoint, tree())
+    damage(folder)
+    with pytest.raises(
+        ValueError, match=f"step {STEP} in .* is damaged or incomplete: .*({message})"
+    ):
+        manager.restore(tree())
 
 
-def leftover_of_a_killed_save(tmp_path, suffix):
-    """A killed save's temporary folder: Orbax's files, no record, not renamed."""
-    save(tmp_path / "done", tree())
-    leftover = tmp_path / f"ckpt{suffix}"
-    shutil.copytree(tmp_path / "done", leftover)
-    os.remove(leftover / "momentax.json")
-    return leftover
+def test_a_record_of_another_version_is_named(checkpoint):
+    manager, folder = checkpoint
+    edit_json(at(folder, *RECORD), lambda r: r.update(version=3))
+    with pytest.raises(ValueError, match="has record version 3; this momentax reads"):
+        manager.restore(tree())
 
 
-@pytest.mark.parametrize("suffix", [".momentax-tmp", ".orbax-checkpoint-tmp-1234"])
-def test_the_temporary_folder_of_a_killed_save_is_never_restored(tmp_path, suffix):
-    leftover = leftover_of_a_killed_save(tmp_path, suffix)
-    with pytest.raises(ValueError, match="temporary folder of a save that was inter"):
-        restore(leftover, tree())
-    with pytest.raises(FileNotFoundError, match=f"only .*ckpt{suffix}.* is there"):
-        restore(tmp_path / "ckpt", tree())
-
-
-def test_an_empty_folder_holds_no_checkpoint(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="is an empty folder, no checkpoint"):
-        restore(tmp_path / "empty", tree())
+def test_the_temporary_folder_of_a_killed_save_is_never_a_step(checkpoint):
+    manager, folder = checkpoint
+    # What a save killed midway leaves: Orbax's temporary folder, never renamed.
+    shutil.copytree(folder, folder.replace(f"/{STEP}", "/8.orbax-checkpoint-tmp"))
+    with momentax.training.CheckpointManager(manager.directory) as again:
+        assert again.all_steps() == [STEP]
+        with pytest.raises(
+            FileNotFoundError, match=r"no checkpoint of step 8; .*\[7\]"
+        ):
+            again.restore(tree(), step=8)
 
 
 OTHER_LAYOUTS = {  # Eight float32 as saved: the same buffer, other leaves in it.
@@ -162,23 +196,23 @@ OTHER_LAYOUTS = {  # Eight float32 as saved: the same buffer, other leaves in it
 
 
 @pytest.mark.parametrize("case", list(OTHER_LAYOUTS))
-def test_a_packed_layout_is_recorded_and_checked(tmp_path, case):
+def test_a_packed_layout_is_recorded_and_checked(manager, case):
     pack = momentax.training.pack
     saved = {"params": pack({"a": jnp.arange(3.0), "b": jnp.arange(5.0)})}
-    save(tmp_path / "ckpt", saved)
+    manager.save(1, saved)
     same = {"params": pack({"a": jnp.zeros(3), "b": jnp.zeros(5)})}
-    restored = restore(tmp_path / "ckpt", same)["params"].unpack()
+    restored = manager.restore(same)["params"].unpack()
     np.testing.assert_array_equal(restored["b"], np.arange(5.0))
     other, field = OTHER_LAYOUTS[case]
     with pytest.raises(
         ValueError, match=f"params: checkpoint has a packed leaf .*{field}"
     ):
-        restore(tmp_path / "ckpt", {"params": pack(other)})
+        manager.restore({"params": pack(other)})
 
 
-def test_a_numpy_scalar_leaf_restores_as_a_numpy_scalar(tmp_path):
-    save(tmp_path / "ckpt", {"scale": np.float32(1.5), "step": 3})
-    restored = restore(tmp_path / "ckpt", {"scale": np.float32(0.0), "step": 0})
+def test_a_numpy_scalar_leaf_restores_as_a_numpy_scalar(manager):
+    manager.save(1, {"scale": np.float32(1.5), "step": 3})
+    restored = manager.restore({"scale": np.float32(0.0), "step": 0})
     assert type(restored["scale"]) is np.float32 and restored["scale"] == 1.5
     # A Python number is saved as the JAX array it becomes under jit.
     assert (
@@ -188,28 +222,29 @@ def test_a_numpy_scalar_leaf_restores_as_a_numpy_scalar(tmp_path):
 
 
 @pytest.mark.parametrize("empty", [{}, (), {"opt_state": optax.EmptyState()}, None])
-def test_an_empty_tree_saves_and_restores(tmp_path, empty):
-    save(tmp_path / "ckpt", empty)
-    assert restore(tmp_path / "ckpt", empty) == empty
+def test_an_empty_tree_saves_and_restores(manager, empty):
+    manager.save(1, empty)
+    assert manager.restore(empty) == empty
     with pytest.raises(ValueError, match="w: in the target, not in the checkpoint"):
-        restore(tmp_path / "ckpt", {"w": jnp.zeros(2)})
+        manager.restore({"w": jnp.zeros(2)})
 
 
-def test_an_empty_container_of_another_type_is_refused(tmp_path):
-    save(tmp_path / "ckpt", {"w": jnp.zeros(2), "s": optax.EmptyState()})
+def test_an_empty_container_of_another_type_is_refused(manager):
+    manager.save(1, {"w": jnp.zeros(2), "s": optax.EmptyState()})
     with pytest.raises(ValueError, match="s: checkpoint has EmptyState, target has No"):
-        restore(tmp_path / "ckpt", {"w": jnp.zeros(2), "s": None})
+        manager.restore({"w": jnp.zeros(2), "s": None})
     with pytest.raises(ValueError, match="s: a EmptyState in the checkpoint, not the"):
-        restore(tmp_path / "ckpt", {"w": jnp.zeros(2)})
+        manager.restore({"w": jnp.zeros(2)})
 
 
-def test_what_cannot_be_saved_is_refused_by_name(tmp_path):
+def test_what_cannot_be_saved_is_refused_by_name(manager):
     with pytest.raises(TypeError, match="model/name is a str"):
-        save(tmp_path / "a", {"model": {"name": "mlp", "w": jnp.zeros(2)}})
+        manager.save(1, {"model": {"name": "mlp", "w": jnp.zeros(2)}})
     donated = jnp.zeros(3)
     donated.delete()
     with pytest.raises(ValueError, match="w is a deleted \\(donated\\) array"):
-        save(tmp_path / "b", {"w": donated})
-    with pytest.raises(FileNotFoundError, match=r"parent directory .* does not exist"):
-        save(tmp_path / "absent" / "ckpt", {"w": jnp.zeros(2)})
-    assert sorted(os.listdir(tmp_path)) == []  # Nothing claimed or left behind.
+        manager.save(1, {"w": donated})
+    with pytest.raises(ValueError, match="step must be an integer >= 0; got -1"):
+        manager.save(-1, {"w": jnp.zeros(2)})
+    manager.wait()
+    assert manager.all_steps() == []  # Nothing written.

@@ -76,11 +76,13 @@ def assert_bitwise_equal(a, b):
 def test_a_train_state_resumes_bit_for_bit(tmp_path, convention):
     tx = momentum(convention)
     trained = run(create(tx), TRAINED)
-    momentax.training.save_checkpoint(tmp_path / "ckpt", trained)
+    manager = momentax.training.CheckpointManager(tmp_path / "ckpt")
+    manager.save(TRAINED, trained)
+    manager.close()
 
     fresh = create(tx)
     assert fresh.step == 0 and isinstance(fresh.step, int)
-    restored = momentax.training.restore_checkpoint(tmp_path / "ckpt", fresh)
+    restored = momentax.training.CheckpointManager(tmp_path / "ckpt").restore(fresh)
     assert isinstance(restored, train_state.TrainState)
     # The Python int step comes back as the int32 array a jitted step made.
     assert isinstance(restored.step, jax.Array) and restored.step.dtype == jnp.int32
@@ -101,9 +103,10 @@ def order(first_rate):
 
 
 def refused(tmp_path, saved_tx, target_state):
-    momentax.training.save_checkpoint(tmp_path / "ckpt", run(create(saved_tx), 3))
-    with pytest.raises(ValueError, match="does not fit the target") as error:
-        momentax.training.restore_checkpoint(tmp_path / "ckpt", target_state)
+    with momentax.training.CheckpointManager(tmp_path / "ckpt") as manager:
+        manager.save(3, run(create(saved_tx), 3))
+        with pytest.raises(ValueError, match="does not fit the target") as error:
+            manager.restore(target_state)
     return str(error.value)
 
 
@@ -146,7 +149,8 @@ def test_another_optimizer_is_refused_naming_both(tmp_path):
     ("saved", "target"), [("sutskever", "pytorch"), ("pytorch", "sutskever")]
 )
 def test_the_other_convention_is_refused_naming_both(tmp_path, saved, target):
-    # 0.1.0 had one state type for both conventions: this restored silently.
+    # The velocity means a different thing in each convention (a step, or a
+    # gradient sum): restoring one into the other would train wrongly, silently.
     message = refused(tmp_path, momentum(saved), create(momentum(target)))
     assert re.search(
         r"opt_state/\d: checkpoint has \w+State, target has \w+State", message

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -144,6 +145,7 @@ def test_options_reach_the_run(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_json_is_reproducible_across_processes():
     # A fresh process compiles and runs everything anew: the results must be
     # bit for bit those of this process (JSON keeps all 17 significant digits).
@@ -314,6 +316,7 @@ def test_failing_stdout_gives_a_status_not_a_traceback(
         assert without_progress(err) == ""
 
 
+@pytest.mark.slow
 def test_closed_pipe_ends_quietly():
     # `momentax --json | head -c 2000`: the reader goes away after 2000 bytes.
     with subprocess.Popen(
@@ -329,6 +332,7 @@ def test_closed_pipe_ends_quietly():
     assert "Traceback" not in err and "Error" not in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_full_disk_gives_a_message_and_status_1():
     with open("/dev/full", "w") as full:
@@ -347,6 +351,7 @@ def test_full_disk_gives_a_message_and_status_1():
     )
 
 
+@pytest.mark.slow
 def test_closed_stdout_gives_a_message_and_status_1():
     # `momentax >&-`: Python starts with sys.stdout None, and print() to it
     # silently writes nothing.
@@ -367,14 +372,62 @@ def test_closed_stdout_gives_a_message_and_status_1():
     assert "momentax: error: stdout is closed" in done.stderr
 
 
-def test_help_names_the_write_ups_statuses_and_memory(capsys):
+INTERRUPTED = "momentax: interrupted (Ctrl-C); nothing more was written\n"
+
+
+def test_ctrl_c_during_training_gives_one_line_and_status_130(monkeypatch, capsys):
+    # Raised from fit's callback, so the KeyboardInterrupt carries fit's resume
+    # note; the command prints neither it nor a traceback.
+    def progress(*args, **kwargs):
+        def callback(done, total):
+            raise KeyboardInterrupt
+
+        return callback
+
+    monkeypatch.setattr(_cli, "Progress", progress)
+    status, out = run_cli("--task", "tiny", "--no-plots")
+    assert status == _cli.EXIT_INTERRUPTED == 130
+    assert out == ""
+    assert capsys.readouterr().err == INTERRUPTED
+
+
+@pytest.mark.slow
+def test_sigint_ends_the_command_with_status_130():
+    # 2,000,000 epochs run in calls of 100,000, with a progress line after each
+    # call once a second has passed: the first line says training has started.
+    with subprocess.Popen(
+        [sys.executable, "-m", "momentax", "--epochs", "2000000", "--no-plots"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, MPLBACKEND="Agg"),
+    ) as process:
+        first = process.stderr.readline()
+        assert first.startswith("sgd: "), first
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=300) == 130
+        assert process.stdout.read() == ""
+    assert rest == INTERRUPTED, rest
+
+
+def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps the options to it
     with pytest.raises(SystemExit):
         _cli.main(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().out
+    # Readable in an 80-column terminal: the description is wrapped too.
+    assert max(len(line) for line in out.splitlines()) <= 79, out
+    text = " ".join(out.split())
     for title in (tasks.BLOG_TITLE, tasks.NOTEBOOK_TITLE):
         assert f'"{title}"' in text
     assert "MB per million epochs" in text and "10,000,000 epochs costs" in text
-    for status in ("0 done", "3 done, but a run diverged", "2 a bad option"):
+    for status in (
+        "0 done",
+        "3 done, but a run diverged",
+        "2 a bad option",
+        "130 interrupted by Ctrl-C",
+    ):
         assert status in text
     assert "the post" not in text and "the notebook's" not in text
 
@@ -398,6 +451,7 @@ def test_progress_is_shown_only_for_long_runs():
     assert stream.getvalue() == "momentum: 20/40 epochs (50%), 2.5 s\n"
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_end_to_end(tmp_path):
     done = run_module("--task", "tiny", "--out", "plots", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -445,6 +499,7 @@ def synthetic_results(epochs):
     return task, optimum, results
 
 
+@pytest.mark.slow
 def test_json_history_is_streamed_not_listed():
     # 6 runs x 4 series x 100k epochs: as lists of Python floats (as before),
     # about 32 bytes a number, 90 MB; streamed, a few chunks of 65536 numbers.

@@ -14,9 +14,12 @@ import pytest
 
 import momentax
 
-pytestmark = pytest.mark.skipif(
-    jax.default_backend() != "cpu", reason="XLA:CPU's fusions are checked"
-)
+pytestmark = [
+    pytest.mark.codegen,
+    pytest.mark.skipif(
+        jax.default_backend() != "cpu", reason="XLA:CPU's fusions are checked"
+    ),
+]
 
 # Opcodes a fused momentum step may contain besides its fusions' arithmetic.
 ARITHMETIC = {"multiply", "add", "subtract", "negate", "broadcast", "constant"}

@@ -81,6 +81,23 @@ def test_incomplete_blocks_are_refused(code, problem):
         test_block_runs_and_prints_what_it_says("example.md", 1, code)
 
 
+# The widest code line furo's code box shows unscrolled at a 1280-pixel window
+# (measured in chromium: 88 characters fit, 91 scroll).
+CODE_COLUMNS = 88
+CODE = re.compile(r"^```(?:python|bash)\n(.*?)^```", re.S | re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_code_fits_the_page_unscrolled(page):
+    wide = [
+        line
+        for block in CODE.findall(page.read_text())
+        for line in block.splitlines()
+        if len(line) > CODE_COLUMNS
+    ]
+    assert not wide, wide
+
+
 README_LINKS = re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text())
 
 
@@ -91,6 +108,6 @@ def test_readme_links_and_images_exist(target):
 
 
 def test_readme_is_a_front_page():
-    # A front page: the details live on the site (it grew by a Performance section,
-    # an Auto-tuning paragraph and the auto-tuned rows of "One result").
-    assert len((ROOT / "README.md").read_text().splitlines()) <= 177
+    # A front page: the manual lives on the site; the README keeps the commands,
+    # the quick start (with the porting note), one result and the links.
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200

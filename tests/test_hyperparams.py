@@ -110,10 +110,12 @@ class ZeroMomentumStepTest(chex.TestCase):
 
 class OptaxScheduleTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.parameters(
-        optax.cosine_decay_schedule(0.1, 30),
-        optax.piecewise_constant_schedule(0.1, {10: 0.5, 20: 0.5}),
-        optax.warmup_cosine_decay_schedule(0.0, 0.1, 5, 30),
+    # Named cases: a function's repr holds its address, which differs between the
+    # processes of a parallel run (pytest-xdist), which must collect the same ids.
+    @parameterized.named_parameters(
+        ("cosine", optax.cosine_decay_schedule(0.1, 30)),
+        ("piecewise", optax.piecewise_constant_schedule(0.1, {10: 0.5, 20: 0.5})),
+        ("warmup_cosine", optax.warmup_cosine_decay_schedule(0.0, 0.1, 5, 30)),
     )
     def test_optax_schedules(self, schedule):
         # These Optax schedules need standard dtype promotion (conftest sets strict).

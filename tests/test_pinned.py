@@ -1,7 +1,7 @@
-"""The rebuilt core gives bitwise the numbers of the 0.1.0 core, on a grid of options.
+"""The core gives bitwise the numbers pinned in tests/data/pinned.npz, on a grid.
 
-tests/data/pinned.npz was written by ``python -m tests.pinned_grid`` on the 0.1.0
-core (one closure with flags) before it was rebuilt as Optax chains. Bitwise:
+The file holds the outputs of an independent implementation, the 0.1.0 core (one
+closure with flags), computed by ``python -m tests.pinned_grid``. Bitwise:
 both compute the same operations in the same order, so any difference is a
 changed formula, not rounding.
 """
@@ -22,6 +22,10 @@ def _pinned() -> dict[str, tuple[str, np.ndarray]]:
         )
     }
 
+
+# Bits are what one compiler emits: the codegen tier, on the jaxlib it pins.
+# The tolerance-based grids (torch, optax, float64 NumPy) check the numbers.
+pytestmark = pytest.mark.codegen
 
 PINNED = _pinned()
 CASES = {name: (kwargs, dtype) for name, kwargs, dtype in pinned_grid.cases()}

@@ -30,7 +30,7 @@ def runs_of(name, learning_rate=None, epochs=None):
     return STATE[key]
 
 
-def figures(name, learning_rate=None):
+def draw(name, learning_rate=None):
     task, optimum, runs = runs_of(name, learning_rate)
     found = {
         "losses": _plot_curves.plot_losses(task, optimum, runs),
@@ -40,6 +40,22 @@ def figures(name, learning_rate=None):
     for fig in found.values():
         fig.draw_without_rendering()  # lays out, so that extents are final
     return found
+
+
+@pytest.fixture(scope="module")
+def figures():
+    """``figures(name, learning_rate)``: a case's three figures, drawn once.
+
+    The tests only read the figures, so every test of a case shares them.
+    """
+    drawn = {}
+
+    def get(name, learning_rate=None):
+        if (name, learning_rate) not in drawn:
+            drawn[name, learning_rate] = draw(name, learning_rate)
+        return drawn[name, learning_rate]
+
+    return get
 
 
 CASES = [("noisy", None), ("tiny", None), ("noisy", 100.0)]  # the last diverges
@@ -58,7 +74,7 @@ def overlap(a, b):
 
 
 @pytest.mark.parametrize(("name", "lr", "kind"), PLOTS)
-def test_every_axis_is_labelled(name, lr, kind):
+def test_every_axis_is_labelled(figures, name, lr, kind):
     fig = figures(name, lr)[kind]
     for ax in fig.axes:
         if ax.get_label() == "<colorbar>":
@@ -68,7 +84,19 @@ def test_every_axis_is_labelled(name, lr, kind):
 
 
 @pytest.mark.parametrize(("name", "lr", "kind"), PLOTS)
-def test_the_legend_is_outside_every_panel(name, lr, kind):
+def test_every_axis_label_fits_along_its_axis(figures, name, lr, kind):
+    # A y label taller than its panel runs past the panel, and the figure's edge.
+    fig = figures(name, lr)[kind]
+    for ax in data_axes(fig):
+        panel = ax.get_window_extent()
+        ylabel = ax.yaxis.label.get_window_extent()
+        xlabel = ax.xaxis.label.get_window_extent()
+        assert ylabel.height <= panel.height, (kind, ax.get_ylabel())
+        assert xlabel.width <= panel.width, (kind, ax.get_xlabel())
+
+
+@pytest.mark.parametrize(("name", "lr", "kind"), PLOTS)
+def test_the_legend_is_outside_every_panel(figures, name, lr, kind):
     fig = figures(name, lr)[kind]
     assert all(ax.get_legend() is None for ax in fig.axes)
     (legend,) = fig.legends
@@ -94,7 +122,7 @@ def visible_tick_labels(axis, low, high):
 
 
 @pytest.mark.parametrize(("name", "lr", "kind"), PLOTS)
-def test_tick_labels_do_not_overlap(name, lr, kind):
+def test_tick_labels_do_not_overlap(figures, name, lr, kind):
     fig = figures(name, lr)[kind]
     for ax in fig.axes:
         for axis, limits in ((ax.yaxis, ax.get_ylim()), (ax.xaxis, ax.get_xlim())):
@@ -105,7 +133,7 @@ def test_tick_labels_do_not_overlap(name, lr, kind):
 
 
 @pytest.mark.parametrize(("name", "lr"), CASES)
-def test_k_dynamics_spikes_stay_clear_of_the_frame(name, lr):
+def test_k_dynamics_spikes_stay_clear_of_the_frame(figures, name, lr):
     fig = figures(name, lr)["k-dynamics"]
     for ax in data_axes(fig):
         assert ax.get_yscale() == "symlog" and ax.get_xscale() == "log"
@@ -123,7 +151,7 @@ def test_k_dynamics_spikes_stay_clear_of_the_frame(name, lr):
 
 
 @pytest.mark.parametrize(("name", "lr"), CASES)
-def test_loss_curves_use_log_epochs(name, lr):
+def test_loss_curves_use_log_epochs(figures, name, lr):
     *_, runs = runs_of(name, lr)
     fig = figures(name, lr)["losses"]
     for ax in data_axes(fig):
@@ -137,7 +165,7 @@ def test_loss_curves_use_log_epochs(name, lr):
         assert (x20 - x0) / (x_end - x0) > 0.3
 
 
-def test_noiseless_task_does_not_draw_its_zero_optimum():
+def test_noiseless_task_does_not_draw_its_zero_optimum(figures):
     fig = figures("tiny")["losses"]
     (ax,) = data_axes(fig)  # the gap to an optimum of 0 is the loss: one panel
     low, _ = ax.get_ylim()
@@ -147,7 +175,7 @@ def test_noiseless_task_does_not_draw_its_zero_optimum():
     assert "least-squares fit" not in labels
 
 
-def test_noisy_task_draws_its_optimum_and_gap():
+def test_noisy_task_draws_its_optimum_and_gap(figures):
     fig = figures("noisy")["losses"]
     train, _, gap = data_axes(fig)
     assert "least-squares fit" in [line.get_label() for line in train.get_lines()]
@@ -155,7 +183,7 @@ def test_noisy_task_draws_its_optimum_and_gap():
 
 
 @pytest.mark.parametrize(("name", "lr"), CASES)
-def test_surface_colour_scale_is_logarithmic_and_readable(name, lr):
+def test_surface_colour_scale_is_logarithmic_and_readable(figures, name, lr):
     fig = figures(name, lr)["surface"]
     (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert isinstance(data_axes(fig)[0].collections[0].norm, LogNorm)  # contours
@@ -167,7 +195,7 @@ def test_surface_colour_scale_is_logarithmic_and_readable(name, lr):
 
 
 @pytest.mark.parametrize(("name", "lr"), CASES)
-def test_surface_frames_the_slow_runs_and_draws_them_on_top(name, lr):
+def test_surface_frames_the_slow_runs_and_draws_them_on_top(figures, name, lr):
     *_, runs = runs_of(name, lr)
     fig = figures(name, lr)["surface"]
     ax = data_axes(fig)[0]
@@ -191,20 +219,20 @@ def test_surface_frames_the_slow_runs_and_draws_them_on_top(name, lr):
     assert max(abs(x_low), abs(x_high), abs(y_low), abs(y_high)) < 100
 
 
-def test_heavy_ball_leaving_the_frame_says_so():
+def test_heavy_ball_leaving_the_frame_says_so(figures):
     fig = figures("noisy")["surface"]
     labels = [line.get_label() for line in data_axes(fig)[0].get_lines()]
     assert "heavy-ball (leaves the frame)" in labels
 
 
-def test_diverged_runs_say_so_in_the_legend():
+def test_diverged_runs_say_so_in_the_legend(figures):
     fig = figures("noisy", 100.0)["losses"]
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any(t.startswith("sgd (diverged at epoch ") for t in texts), texts
     assert "heavy-ball" in texts
 
 
-def test_titles_name_the_write_up():
+def test_titles_name_the_write_up(figures):
     for name, title in (("noisy", tasks.BLOG_TITLE), ("tiny", tasks.NOTEBOOK_TITLE)):
         for fig in figures(name).values():
             assert title in fig.get_suptitle()
@@ -247,7 +275,7 @@ def test_plots_are_written_atomically_and_readable(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in paths} == before
 
 
-def test_the_legend_holds_the_optimum_line_once():
+def test_the_legend_holds_the_optimum_line_once(figures):
     fig = figures("noisy")["losses"]
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts.count("least-squares fit") == 1 and texts.count("sgd") == 1

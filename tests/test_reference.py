@@ -17,7 +17,7 @@ SCHEDULE = helpers.warmup_then_decay
 
 class OptaxParityTest(chex.TestCase):
     def _run_pair(self, device_name, ours, reference):
-        device = helpers.device_or_skip(self, device_name)
+        device = helpers.DEVICES[device_name]
         with jax.default_device(device):
             params = jax.device_put(helpers.nested_params(), device)
             grads = jax.device_put(helpers.gradient_stream(params, STEPS), device)
@@ -28,7 +28,9 @@ class OptaxParityTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.product(
-        convention=momentax.CONVENTIONS, nesterov=(False, True), device=("cpu", "gpu")
+        convention=momentax.CONVENTIONS,
+        nesterov=(False, True),
+        device=helpers.DEVICE_NAMES,
     )
     def test_constant_lr_matches_optax_sgd(self, convention, nesterov, device):
         ours = momentax.momentum(LR, MU, nesterov=nesterov, convention=convention)
@@ -48,7 +50,7 @@ class OptaxParityTest(chex.TestCase):
         self.assertEqual(helpers.counts(state), [])  # a constant rate counts nothing
 
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.product(nesterov=(False, True), device=("cpu", "gpu"))
+    @parameterized.product(nesterov=(False, True), device=helpers.DEVICE_NAMES)
     def test_pytorch_convention_under_schedule_matches_optax_sgd(
         self, nesterov, device
     ):
@@ -58,7 +60,7 @@ class OptaxParityTest(chex.TestCase):
         chex.assert_trees_all_close(params, want, **helpers.TOL[jnp.dtype("float32")])
 
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.product(nesterov=(False, True), device=("cpu", "gpu"))
+    @parameterized.product(nesterov=(False, True), device=helpers.DEVICE_NAMES)
     def test_sutskever_under_schedule_is_a_trace_of_scaled_gradients(
         self, nesterov, device
     ):
@@ -125,10 +127,10 @@ class ClosedFormTest(chex.TestCase):
         {"convention": c, "nesterov": n, "dampening": d, "device": device}
         for c in momentax.CONVENTIONS
         for n, d in ((False, 0.0), (False, 0.25), (True, 0.0))
-        for device in ("cpu", "gpu")
+        for device in helpers.DEVICE_NAMES
     )
     def test_constant_gradient(self, convention, nesterov, dampening, device):
-        device = helpers.device_or_skip(self, device)
+        device = helpers.DEVICES[device]
         lr, mu, g, steps = 0.1, 0.8, 1.5, 20
         opt = momentax.momentum(
             lr, mu, nesterov=nesterov, dampening=dampening, convention=convention

@@ -195,6 +195,20 @@ class ValidationTest(parameterized.TestCase):
         ("bad_per_call", {"steps_per_call": -1}, ValueError, "steps_per_call"),
         ("zero_per_call", {"steps_per_call": 0}, ValueError, "steps_per_call"),
         ("bool_per_call", {"steps_per_call": True}, ValueError, "steps_per_call"),
+        (
+            # One compiled lax.scan counts its steps in int32.
+            "steps_beyond_int32",
+            {"num_steps": 2**31},
+            ValueError,
+            r"num_steps=2147483648 is more steps than one compiled call can run "
+            r"\(2147483647: .*\); pass steps_per_call",
+        ),
+        (
+            "per_call_beyond_int32",
+            {"num_steps": 2**40, "steps_per_call": 2**31},
+            ValueError,
+            r"steps_per_call=2147483648 is more steps than one compiled call",
+        ),
         ("repeated_record", {"record": ("loss", "loss")}, ValueError, "more than once"),
         ("stacked_not_bool", {"stacked": 1}, TypeError, "stacked must be"),
         ("bad_loss", {"loss_fn": "mse"}, TypeError, "loss_fn"),
@@ -275,3 +289,48 @@ class TrainStepMessagesTest(parameterized.TestCase):
         with pytest.raises(error, match=message):
             step(params, make_state(tasks.init_params()), TASK.train)
         assert float(params["k"]) == 0.0
+
+
+class DeletedInputsTest(parameterized.TestCase):
+    """Arrays consumed by an earlier donated call are named, with the cause."""
+
+    OPT = momentax.momentum(0.1, momentum=0.9)
+    MESSAGE = r"params\['b'\] is an array that has been deleted.*earlier donated call"
+
+    def test_fit_names_a_params_leaf_an_earlier_fit_consumed(self):
+        params = tasks.init_params()
+        first = momentax.training.fit(
+            tasks.mse_loss, self.OPT, params, TASK.train, num_steps=2
+        )
+        with pytest.raises(ValueError, match=self.MESSAGE):
+            momentax.training.fit(
+                tasks.mse_loss, self.OPT, params, TASK.train, num_steps=2
+            )
+        # The returned params are live and train on.
+        again = momentax.training.fit(
+            tasks.mse_loss, self.OPT, first.params, TASK.train, num_steps=2
+        )
+        assert np.isfinite(float(again.params["k"]))
+
+    def test_fit_names_a_state_leaf(self):
+        params = tasks.init_params()
+        state = self.OPT.init(params)
+        step = momentax.training.make_train_step(tasks.mse_loss, self.OPT)
+        live_params, _, _ = step(tasks.init_params(), state, TASK.train)
+        with pytest.raises(ValueError, match=r"opt_state\S* is an array that has"):
+            momentax.training.fit(
+                tasks.mse_loss,
+                self.OPT,
+                live_params,
+                TASK.train,
+                num_steps=2,
+                opt_state=state,
+            )
+        assert not live_params["k"].is_deleted()  # refused before donating
+
+    def test_the_train_step_names_a_leaf_it_consumed(self):
+        params = tasks.init_params()
+        step = momentax.training.make_train_step(tasks.mse_loss, self.OPT)
+        step(params, self.OPT.init(params), TASK.train)
+        with pytest.raises(ValueError, match=self.MESSAGE):
+            step(params, self.OPT.init(tasks.init_params()), TASK.train)

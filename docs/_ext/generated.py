@@ -1,11 +1,10 @@
 """Pages parts generated at build time, so that no number on the site is copied by hand.
 
-* ``_build/generated/benchmarks.md``: the tables of ``benchmarks/results/cpu.json``,
-  rendered by the benchmark suite's own markdown writer, and ``compile.md``: those of
-  ``benchmarks/results/compile/cpu.json`` (the compile section, run apart: it takes
-  about 50 minutes on 2 cores).
-* ``_build/generated/tuning.md``: the tables of ``benchmarks/results/tuning.json``
-  (the tuning section), by its own markdown writer.
+* ``_build/generated/benchmarks.md``: the tables of
+  ``benchmarks/results/cpu/results.json``, rendered by the benchmark suite's own
+  markdown writer, and ``compile.md``: those of
+  ``benchmarks/results/cpu-compile/results.json`` (the compile section, run apart: it
+  takes about 35 minutes on 2 cores with one repeat).
 * ``_build/generated/<task>.txt`` and ``<task>-*.png``: the main job's output and
   plots, from running ``python -m momentax --task <task> --out ...`` for both tasks.
 """
@@ -23,18 +22,14 @@ OUT = DOCS / "_build" / "generated"
 TASKS = ("noisy", "tiny")
 
 
-def benchmark_tables(results_path: Path, section: str = "") -> str:
-    """The benchmark tables as MyST markdown, headings demoted below the page's.
+def benchmark_tables(results_path: Path) -> str:
+    """The benchmark tables as MyST markdown, headings demoted below the page's."""
+    from benchmarks import markdown  # the suite's writer of results.md
 
-    ``section="tuning"`` renders the tuning section's results with its writer.
-    """
-    from benchmarks import _report, _tuning_report  # the suite's writers
-
-    writer = _tuning_report.markdown if section == "tuning" else _report.markdown
-    text = writer(json.loads(results_path.read_text()))
+    text = markdown(json.loads(results_path.read_text()))
     lines = text.splitlines()[1:]  # the page has its own title
     return "\n".join(
-        "#" + line if line.startswith("## ") else line for line in lines
+        "#" + line if line.startswith("#") else line for line in lines
     ).lstrip()
 
 
@@ -59,16 +54,24 @@ def run_main_job(task: str) -> str:
 def generate(app: Any) -> None:
     """Writes every generated part before Sphinx reads the pages."""
     OUT.mkdir(parents=True, exist_ok=True)
-    tables = benchmark_tables(ROOT / "benchmarks" / "results" / "cpu.json")
-    (OUT / "benchmarks.md").write_text(tables + "\n")
-    compile_tables = benchmark_tables(
-        ROOT / "benchmarks" / "results" / "compile" / "cpu.json"
-    )
-    (OUT / "compile.md").write_text(compile_tables + "\n")
-    tuning = ROOT / "benchmarks" / "results" / "tuning.json"
-    (OUT / "tuning.md").write_text(benchmark_tables(tuning, "tuning") + "\n")
+    results = ROOT / "benchmarks" / "results"
+    for name, folder in (("benchmarks", "cpu"), ("compile", "cpu-compile")):
+        tables = benchmark_tables(results / folder / "results.json")
+        (OUT / f"{name}.md").write_text(tables + "\n")
+    (OUT / "tuning.md").write_text(tuning_tables(results / "tuning.json") + "\n")
     for task in TASKS:
         (OUT / f"{task}.txt").write_text(run_main_job(task))
+
+
+def tuning_tables(results_path: Path) -> str:
+    """The tuning section's tables (``benchmarks/results/tuning.json``), demoted."""
+    from benchmarks import _tuning_report  # the tuning section's writer
+
+    text = _tuning_report.markdown(json.loads(results_path.read_text()))
+    lines = text.splitlines()[1:]  # the page has its own title
+    return "\n".join(
+        "#" + line if line.startswith("#") else line for line in lines
+    ).lstrip()
 
 
 def skip_member(

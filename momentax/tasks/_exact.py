@@ -39,14 +39,18 @@ def exact_loss(k: Any, b: Any, batch: Batch) -> np.ndarray:
     accurate to about :math:`10^{-16}\,\overline{y^2}`: far below the float32
     rounding of :func:`mse_loss`, so gaps to the optimum stay visible.
 
+    Near a zero loss (points exactly on a line) the closed form's rounding can
+    come out a few times :math:`10^{-15}` below zero; such values are clamped
+    at 0, since a mean of squares is never negative.
+
     Args:
         k: Slopes, any shape.
         b: Intercepts, broadcastable with ``k``.
         batch: The points.
 
     Returns:
-        The losses, float64, shaped like ``k * b`` (inf or nan where the params
-        are not finite or too large).
+        The losses, float64, shaped like ``k * b``, never negative (inf or nan
+        where the params are not finite or too large).
     """
     x, y = np.asarray(batch.x, np.float64), np.asarray(batch.y, np.float64)
     xx, x1, xy, y1, yy = (np.mean(v) for v in (x * x, x, x * y, y, y * y))
@@ -55,7 +59,9 @@ def exact_loss(k: Any, b: Any, batch: Batch) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         loss: np.ndarray = k * k * xx + 2 * k * b * x1 + b * b
         loss += -2 * k * xy - 2 * b * y1 + yy
-    return loss
+    # np.maximum keeps nan as nan; only rounding below zero is clamped.
+    clamped: np.ndarray = np.maximum(loss, 0.0)
+    return clamped
 
 
 def least_squares(task: LineTask) -> Optimum:

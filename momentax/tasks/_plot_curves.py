@@ -149,11 +149,13 @@ def plot_k_dynamics(task: LineTask, runs: Sequence[Run]) -> Any:
             velocity_ax.plot(epochs, finite(r.k_velocity[index]), **style(r))
             if kept:
                 velocities.append(r.k_velocity)
+    # Short axis labels, the details in the panels' titles: a label longer than
+    # its axis runs past the figure.
     panels = (
-        (grad_ax, grads, "k's gradient at the start of the epoch"),
-        (velocity_ax, velocities, "k's velocity after the step (SGD keeps none)"),
+        (grad_ax, grads, "k's gradient", "at the start of each epoch"),
+        (velocity_ax, velocities, "k's velocity", "after each step (SGD keeps none)"),
     )
-    for ax, values, ylabel in panels:
+    for ax, values, ylabel, title in panels:
         ax.axhline(0.0, color="black", linewidth=0.6, zorder=1)
         # Linear near 0 and logarithmic beyond, so that small oscillations and a
         # tuned heavy ball's large first steps both stay readable. A diverged
@@ -165,6 +167,7 @@ def plot_k_dynamics(task: LineTask, runs: Sequence[Run]) -> Any:
         ax.set_xlim(1, max(len(r.k_grad) for r in runs) * 1.3)
         ax.set_xlabel("epoch (log scale)")
         ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel}, {title}", fontsize="medium")
     fig.suptitle(
         f"{task_name(task)}:\nk's gradient and velocity per epoch (symmetric log scale)"
     )

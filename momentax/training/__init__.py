@@ -7,8 +7,10 @@ checkpoints.
 Built on the optimizer layer (:mod:`momentax`) and on nothing above it.
 """
 
-from momentax.training._checkpoint import restore_checkpoint as restore_checkpoint
-from momentax.training._checkpoint import save_checkpoint as save_checkpoint
+from momentax.training._checkpoint import CheckpointManager as CheckpointManager
+from momentax.training._checkpoint_legacy import (
+    convert_checkpoint as convert_checkpoint,
+)
 from momentax.training._fit import FitResult as FitResult
 from momentax.training._fit import fit as fit
 from momentax.training._packing import Packed as Packed
@@ -21,14 +23,14 @@ from momentax.training._train_step import make_train_step as make_train_step
 
 __all__ = [
     "RECORDABLE",
+    "CheckpointManager",
     "FitResult",
     "Packed",
     "Placement",
     "StepInfo",
+    "convert_checkpoint",
     "fit",
     "make_train_step",
     "opt_state_sharding",
     "pack",
-    "restore_checkpoint",
-    "save_checkpoint",
 ]

@@ -1,68 +1,63 @@
-"""Checkpoints of params and optimizer state, through Orbax.
+"""Numbered checkpoints of a training run, on Orbax's ``CheckpointManager``.
 
-A layer over ``orbax.checkpoint.StandardCheckpointer`` that adds what a
-resumable training run needs from it. What it checks and promises:
+Orbax gives the folders and their life: one folder per step, written under a
+temporary name and renamed when complete, older ones deleted past
+``max_to_keep``, saves that finish in the background, restores into any
+sharding. This module adds what a resumable run needs beyond that:
 
-* **Never lost, never half-written.** A save never replaces an existing
-  checkpoint. It writes into ``<path>.momentax-tmp`` and renames that folder
-  to ``<path>`` only when everything is on disk, so a killed save never leaves
-  a checkpoint at ``<path>``. A save that fails with an exception removes its
-  temporary folders; those of killed saves are removed, with a warning naming
-  them, by the next save to the same path, and a restore from such a folder,
-  or from a path that only has one, says so.
-* **One save at a time.** A save claims ``<path>.momentax-lock`` atomically;
-  a second save to the same path while the first runs is refused at once with
-  a ``FileExistsError`` naming the process that holds it (the first one
-  completes). A lock left by a killed save on this machine is removed (with a
-  warning); one of another machine is reported by name, for you to delete.
 * **The target must fit.** Before anything is read, the target is compared
-  with the record (``momentax.json``) written at save: every leaf's path, its
-  shape and its dtype *kind* (bool, signed or unsigned integer, floating,
-  complex: a Python int step restores into an int32 array, float32 into
-  bfloat16 when the target asks for it), the type name of every container on
-  the way (so another optimizer or the other ``convention``, whose state is a
-  chain ordered differently, is refused with both names), and the layout of
-  every :class:`~momentax.training.Packed` (leaf names, shapes, dtypes,
-  offsets). The error lists every difference.
-* **Damage is detected.** The record holds every file's size and each leaf's
-  SHA-256 (of its bytes in C order, with its shape and dtype). A restore
-  checks that every file is there at its size, and each restored leaf's hash
-  before it converts it to the target's dtype; a damaged, truncated or
-  incomplete checkpoint is a ``ValueError`` that names the file or leaf.
+  with the record written at save (``<step>/record/momentax.json``): every
+  leaf's path, shape and dtype *kind* (bool, signed or unsigned integer,
+  floating, complex), the type name of every container on the way (so another
+  optimizer, or the other ``convention``, is refused with both names) and the
+  layout of every :class:`~momentax.training.Packed`. The error lists every
+  difference.
+* **Damage is detected.** Each process writes the checksums of the shards it
+  holds (``<step>/checksums/process_<i>.json``, see below); a restore checks
+  the values it read the same way, before any dtype conversion. A damaged,
+  truncated or incomplete checkpoint is a ``ValueError`` naming the leaf or
+  what Orbax could not read.
+* **No process needs the whole model.** A checksum is a sum over elements
+  (:mod:`momentax.training._checksum`): each process adds up its own shards
+  and only these per-leaf numbers cross processes, never arrays.
+* **One writer at a time.** Orbax writes step ``k`` into one temporary
+  folder, ``k.orbax-checkpoint-tmp``, so two jobs saving to a directory would
+  mix their files. A manager claims the directory (``momentax.lock``) on its
+  first save and releases it on :meth:`CheckpointManager.close`; another
+  manager's save is refused at once, naming the process. A save killed
+  midway leaves only the temporary folder, which no restore reads.
+* **Leaves Orbax refuses**: Python numbers are saved as the 0-d arrays JAX
+  makes of them (a Python int as int32); leaves with no elements are recorded
+  by shape and dtype alone (Orbax cannot write them) and restore as empty
+  arrays; a tree with no leaves at all saves and restores.
 
 Deliberately not checked: the values of static (non-pytree) fields, such as a
-Flax ``TrainState``'s ``apply_fn`` and ``tx``; hyperparameters that are not in
-the optimizer state (a checkpoint restores into an optimizer with another
-learning rate or momentum of the same state type); Orbax's own metadata files
-beyond their sizes and Orbax reading them (the values are what is verified).
-The hashes detect accidental damage, not tampering: whoever can rewrite the
-data can rewrite the record. Container types are compared by name, so a
-``dict`` checkpoint does not restore into a Flax ``FrozenDict``. Hashing reads
-every leaf once more at save and at restore; a leaf no one process can
-address is gathered to every process for it.
+Flax ``TrainState``'s ``apply_fn`` and ``tx``; hyperparameters outside the
+optimizer state; tampering (whoever can rewrite the data can rewrite the
+checksums). Container types are compared by name, so a ``dict`` checkpoint
+does not restore into a Flax ``FrozenDict``.
 """
 
 import os
-import shutil
 from typing import Any
 
 import jax
 import numpy as np
 
+from momentax import hyperparams as hp
 from momentax.training import _checkpoint_files as files
-from momentax.training._checkpoint_tree import (
-    describe,
-    differences,
-    path_name,
-    sha256,
-    shown,
-)
+from momentax.training import _checkpoint_lock as lock
+from momentax.training import _checkpoint_tree as tree_record
+from momentax.training import _checksum as checksum
 
 PyTree = Any
 PathLike = str | os.PathLike[str]
 
+_STATE = "state"  # The Orbax item of the arrays.
 
-def _orbax() -> Any:
+
+def orbax() -> Any:
+    """``orbax.checkpoint``, or an ImportError that says how to install it."""
     try:
         import orbax.checkpoint as ocp
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -73,230 +68,312 @@ def _orbax() -> Any:
     return ocp
 
 
-def _as_array(key: tuple[Any, ...], leaf: Any) -> Any:
-    """What is saved for a leaf: a NumPy array for a number, of JAX's dtype for it.
-
-    A Python number becomes what it is under ``jax.jit`` (an int becomes
-    int32), as NumPy: Orbax refuses host-local JAX arrays in multi-process runs.
-    """
-    if isinstance(leaf, bool | int | float | complex):
-        try:
-            return np.asarray(jax.numpy.asarray(leaf))
-        except OverflowError:
-            raise ValueError(
-                f"{shown(path_name(key))} is {leaf}, out of range for JAX's "
-                f"{type(leaf).__name__} type; save it as a NumPy array."
-            ) from None
-    if isinstance(leaf, np.generic):
-        return np.asarray(leaf)
-    if isinstance(leaf, jax.Array) and leaf.is_deleted():
+def _check_directory(directory: Any) -> str:
+    if not isinstance(directory, str | os.PathLike):
+        raise TypeError(f"directory must be a path; got {directory!r}.")
+    name = os.fspath(directory)
+    if not isinstance(name, str) or not name.strip():
         raise ValueError(
-            f"{shown(path_name(key))} is a deleted (donated) array; save the arrays "
-            "a train step returned, not the ones it was given."
+            f"directory must name the folder of the checkpoints; got {name!r}. "
+            "Pass a folder such as 'checkpoints' (use '.' for the working directory)."
         )
-    return leaf
+    name = os.path.abspath(name)
+    if os.path.exists(name) and not os.path.isdir(name):
+        raise NotADirectoryError(f"directory {name!r} is a file, not a folder.")
+    return name
 
 
-def save_checkpoint(path: PathLike, tree: PyTree) -> None:
-    """Saves a pytree of arrays (params, optimizer state, step) to a new directory.
+def _refuse_version_1(directory: str) -> None:
+    """A checkpoint of ``save_checkpoint`` (version 1) here is refused, with the fix."""
+    if not os.path.isdir(directory):
+        return
+    for folder in (directory, *(e.path for e in os.scandir(directory) if e.is_dir())):
+        if os.path.isfile(os.path.join(folder, files.RECORD_FILE)):
+            raise ValueError(
+                f"{folder!r} is a checkpoint of momentax's earlier format (written by "
+                "save_checkpoint), not a folder of numbered steps. Convert it into "
+                "a new directory: momentax.training.convert_checkpoint("
+                f"{folder!r}, target, momentax.training.CheckpointManager(new_dir), "
+                "step)."
+            )
 
-    Every leaf is written with its values from all devices and processes, so a
-    sharded state is saved whole; in a multi-process run every process must
-    call this with the same ``path``. The call returns once the checkpoint is
-    complete on disk, with its record (``momentax.json``: container types,
-    shapes, dtypes, SHA-256 hashes, file sizes) beside Orbax's files. Python
-    numbers are saved as 0-d arrays of the dtype JAX gives them (a Python int
-    as int32, as under ``jax.jit``), NumPy scalars as 0-d arrays of theirs. See
-    the module docstring for everything that is checked.
+
+class CheckpointManager:
+    """Numbered checkpoints of params and optimizer state in one directory.
+
+    A thin layer over ``orbax.checkpoint.CheckpointManager``: each
+    :meth:`save` writes the folder ``<directory>/<step>``, in the background
+    by default (:meth:`wait` waits for it), and keeps the newest
+    ``max_to_keep`` steps. :meth:`restore` reads any step into a target, in
+    the target's sharding. On top of Orbax it checks that the target fits the
+    checkpoint before reading and that the values read are the values saved,
+    shard by shard (see the module docstring of
+    ``momentax/training/_checkpoint.py``). Pass a manager to
+    :func:`momentax.training.fit` as ``checkpoint=`` to save periodically and
+    resume after a crash. In a multi-process run every process creates its
+    manager on the same directory and makes the same calls.
 
     Args:
-        path: A directory that must not exist yet (its parent must). Existing
-            checkpoints are never replaced: write each one under a new name,
-            for example with the step number.
-        tree: The pytree to save, such as
-            ``{"params": params, "opt_state": opt_state, "step": step}`` or a
-            Flax ``TrainState``; an empty tree is saved too.
+        directory: The folder of the checkpoints; created if missing.
+        max_to_keep: How many of the newest steps to keep (default: all).
+        asynchronous: Whether :meth:`save` returns once the arrays are copied
+            to host memory and writes the files in the background (True), or
+            only when the step is on disk (False).
 
     Raises:
-        FileExistsError: If ``path`` exists, or another save to it is running.
-        FileNotFoundError: If the parent directory of ``path`` does not exist.
-        TypeError: If a leaf is not an array or a number.
-        ValueError: If a leaf is a deleted (donated) array.
+        TypeError: If ``directory`` is not a path.
+        ValueError: If ``directory`` is empty, ``max_to_keep`` is not an
+            integer >= 1, or the folder holds a checkpoint of
+            ``save_checkpoint``'s earlier format (the message says how to
+            convert it with :func:`convert_checkpoint`).
+        NotADirectoryError: If ``directory`` is a file.
 
     Examples:
-        See :func:`restore_checkpoint`.
-    """
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.isdir(os.path.dirname(path)):
-        raise FileNotFoundError(
-            f"the parent directory of path {path!r} does not exist; create it first."
-        )
-    if files.is_temporary(path):
-        raise ValueError(f"path {path!r} has the name of a save's temporary folder.")
-    tree = jax.tree_util.tree_map_with_path(_as_array, tree)
-    record = describe(tree)  # Refuses leaves that are not arrays, naming them.
-    for key, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        record["leaves"][path_name(key)]["sha256"] = sha256(leaf)
-    lock = files.claim_everywhere(path)
-    staging = files.staging(path)
-    try:
-        if record["leaves"]:
-            checkpointer = _orbax().StandardCheckpointer()
-            try:
-                checkpointer.save(staging, tree)
-                checkpointer.wait_until_finished()
-            finally:
-                checkpointer.close()
-        elif lock is not None:
-            os.mkdir(staging)  # Orbax refuses an empty tree; the record suffices.
-        files.sync("written")
-        if lock is not None:
-            files.write_record(staging, {**record, "files": files.inventory(staging)})
-            os.rename(staging, path)
-        files.sync("renamed")
-    except BaseException:
-        if lock is not None:  # Ours alone: the lock is still held.
-            for leftover in files.leftovers(path):
-                shutil.rmtree(leftover, ignore_errors=True)
-        raise
-    finally:
-        if lock is not None:
-            files.release(lock)
-
-
-def _restore_as(saved: dict[str, Any], target: Any) -> Any:
-    """The abstract leaf Orbax restores into: the saved dtype, the target's place."""
-    dtype = np.dtype(saved["dtype"])
-    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
-        return np.empty(saved["shape"], dtype)  # float64 without jax_enable_x64
-    if isinstance(target, jax.Array | jax.ShapeDtypeStruct) and target.sharding:
-        sharding = target.sharding
-    else:
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.ShapeDtypeStruct(tuple(saved["shape"]), dtype, sharding=sharding)
-
-
-def _as_target(value: Any, target: Any, place: Any) -> Any:
-    """Converts a verified restored leaf to the target leaf's dtype and type."""
-    if isinstance(target, jax.Array | jax.ShapeDtypeStruct):
-        if not isinstance(value, jax.Array) or value.dtype != target.dtype:
-            value = jax.device_put(np.asarray(value).astype(target.dtype), place)
-        return value
-    if isinstance(target, np.ndarray | np.generic):
-        value = np.asarray(value).astype(target.dtype)
-        return value[()] if isinstance(target, np.generic) else value
-    return value  # A Python number's leaf comes back as the array saved.
-
-
-def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
-    """Restores a checkpoint into the structure, dtypes and shardings of ``target``.
-
-    ``target`` says what to restore and where to put it: a pytree of the
-    structure that was saved, whose leaves are arrays or ``jax.ShapeDtypeStruct``
-    (with a ``sharding``, or on the default device without one), NumPy arrays
-    or scalars (restored as NumPy values of their dtype), or Python numbers
-    (restored as the JAX array that was saved, so a fresh Flax
-    ``TrainState.create(...)``, whose ``step`` is the Python int 0, is a
-    target). Each array is read straight into its target sharding, which need
-    not be the sharding it was saved from: a checkpoint of a fully sharded run
-    restores into a data-parallel one, or onto one device. Nothing in
-    ``target`` is modified; the restored arrays are new.
-
-    Args:
-        path: A directory written by :func:`save_checkpoint`.
-        target: The pytree to restore into, for example the state of a fresh
-            run, or abstract leaves from ``jax.eval_shape`` with shardings from
-            :meth:`momentax.training.Placement.param_sharding` and
-            :func:`momentax.training.opt_state_sharding`.
-
-    Returns:
-        The restored pytree, with the treedef of ``target``.
-
-    Raises:
-        FileNotFoundError: If there is no checkpoint at ``path`` (also when
-            only the temporary folder of an interrupted save is there; the
-            message names it), or ``path`` is an empty folder.
-        ValueError: If the checkpoint does not fit ``target`` (a leaf missing
-            on either side, another shape or dtype kind, another container
-            type, another packed layout: every difference is listed and
-            nothing is read), or is damaged or incomplete (the message names
-            the file or leaf).
-        TypeError: If a leaf of ``target`` is not an array or a number.
-
-    Examples:
-        >>> import tempfile, os
+        >>> import tempfile
         >>> import jax.numpy as jnp
-        >>> import optax
         >>> import momentax
         >>> opt = momentax.momentum(0.1, 0.9)
         >>> params = {"w": jnp.arange(3.0)}
-        >>> state = {"params": params, "opt_state": opt.init(params), "step": 100}
-        >>> path = os.path.join(tempfile.mkdtemp(), "step_100")
-        >>> momentax.training.save_checkpoint(path, state)
-        >>> fresh = {"params": params, "opt_state": opt.init(params), "step": 0}
-        >>> restored = momentax.training.restore_checkpoint(path, fresh)
-        >>> restored["params"]["w"], restored["step"]
-        (Array([0., 1., 2.], dtype=float32), Array(100, dtype=int32))
-        >>> optax.tree.get(restored["opt_state"], "velocity")
-        {'w': Array([0., 0., 0.], dtype=float32)}
+        >>> manager = momentax.training.CheckpointManager(tempfile.mkdtemp())
+        >>> manager.save(100, {"params": params, "opt_state": opt.init(params)})
+        >>> manager.wait()
+        >>> manager.latest_step()
+        100
+        >>> fresh = {"params": {"w": jnp.zeros(3)}, "opt_state": opt.init(params)}
+        >>> manager.restore(fresh)["params"]
+        {'w': Array([0., 1., 2.], dtype=float32)}
         >>> wide = {**fresh, "params": {"w": jnp.zeros(4)}}
-        >>> momentax.training.restore_checkpoint(path, wide)  # doctest: +ELLIPSIS
+        >>> manager.restore(wide)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: the checkpoint at '...' does not fit the target (nothing was ...
+        ValueError: the checkpoint of step 100 in '...' does not fit the target ...
           params/w: checkpoint has float32[3], target has float32[4]
+        >>> manager.close()
     """
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.isdir(path):
-        left = files.leftovers(path)
-        found = f"; only {left} is there, left by an interrupted save" if left else ""
-        raise FileNotFoundError(f"path {path!r} holds no checkpoint{found}.")
-    if files.is_temporary(path):
-        raise ValueError(
-            f"{path!r} is the temporary folder of a save that was interrupted, never "
-            "a checkpoint; the next save to its path deletes it."
+
+    def __init__(
+        self,
+        directory: PathLike,
+        *,
+        max_to_keep: int | None = None,
+        asynchronous: bool = True,
+    ):
+        self.directory = _check_directory(directory)
+        if max_to_keep is not None:
+            max_to_keep = hp.check_integer("max_to_keep", max_to_keep, low=1)
+        if not isinstance(asynchronous, bool):
+            raise TypeError(
+                f"asynchronous must be True or False; got {asynchronous!r}."
+            )
+        _refuse_version_1(self.directory)
+        ocp = orbax()
+        checksums = ocp.JsonCheckpointHandler(
+            f"process_{jax.process_index()}.json",
+            # Every process writes its own file, not only the primary one.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=None
+            ),
         )
-    record = files.read_record(path)
-    mismatches = differences(record, describe(target))
-    if mismatches:
-        raise ValueError(
-            f"the checkpoint at {path!r} does not fit the target (nothing was "
-            "restored):\n" + "\n".join(mismatches)
+        self._lock: str | None = None
+        self._claimed = False
+        self._orbax = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, enable_async_checkpointing=asynchronous
+            ),
+            item_handlers={
+                _STATE: ocp.StandardCheckpointHandler(),
+                files.RECORD: ocp.JsonCheckpointHandler(files.RECORD_FILE),
+                files.CHECKSUMS: checksums,
+            },
         )
-    keyed, treedef = jax.tree_util.tree_flatten_with_path(target)
-    names = [path_name(key) for key, _ in keyed]
-    targets = [leaf for _, leaf in keyed]
-    if not targets:
-        return jax.tree.unflatten(treedef, [])
-    saved = [record["leaves"][name] for name in names]
-    abstract = [_restore_as(s, t) for s, t in zip(saved, targets, strict=True)]
-    checkpointer = _orbax().StandardCheckpointer()
-    try:
-        restored = jax.tree.leaves(
-            checkpointer.restore(path, jax.tree.unflatten(treedef, abstract))
+
+    def latest_step(self) -> int | None:
+        """The newest saved step (a save in progress counts), or None if none."""
+        step: int | None = self._orbax.latest_step()
+        return step
+
+    def all_steps(self) -> list[int]:
+        """Every saved step, oldest first."""
+        return sorted(self._orbax.all_steps())
+
+    def save(self, step: int, tree: PyTree) -> None:
+        """Saves ``tree`` as ``step``; returns once the arrays are copied to the host.
+
+        Args:
+            step: The step number, an integer >= 0 that has no checkpoint yet.
+            tree: A pytree of arrays and numbers, such as
+                ``{"params": params, "opt_state": opt_state}`` or a Flax
+                ``TrainState``. The arrays may be donated to the next train
+                step as soon as this returns.
+
+        Raises:
+            FileExistsError: If ``step`` is saved already (never replaced), or
+                another manager, in a live process, saves to the directory.
+            TypeError: If a leaf is not an array or a number.
+            ValueError: If ``step`` is not an integer >= 0 or a leaf is a
+                deleted (donated) array.
+        """
+        step = hp.check_integer("step", step, low=0)
+        tree = jax.tree_util.tree_map_with_path(tree_record.as_saved, tree)
+        record = tree_record.describe(tree)  # Refuses leaves that are not arrays.
+        keyed, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        sums = {
+            tree_record.path_name(key): f"{checksum.partial_checksum(leaf):016x}"
+            for key, leaf in keyed
+            if np.size(leaf)
+        }
+        ocp = orbax()
+        items = {
+            files.RECORD: ocp.args.JsonSave(
+                {
+                    "format": files.FORMAT,
+                    "version": files.VERSION,
+                    "process_count": jax.process_count(),
+                    **record,
+                }
+            ),
+            files.CHECKSUMS: ocp.args.JsonSave(sums),
+        }
+        if not self._claimed:
+            self._lock = lock.claim_everywhere(self.directory)
+            self._claimed = True
+        if sums:  # Orbax refuses leaves without elements: they are None there.
+            state = [leaf if np.size(leaf) else None for _, leaf in keyed]
+            items[_STATE] = ocp.args.StandardSave(jax.tree.unflatten(treedef, state))
+        try:
+            self._orbax.save(step, args=ocp.args.Composite(**items), force=True)
+        except ocp.checkpoint_manager.StepAlreadyExistsError:
+            raise FileExistsError(
+                f"step {step} is saved in {self.directory!r} already; a checkpoint "
+                "is never replaced: save under another step."
+            ) from None
+
+    def restore(self, target: PyTree, *, step: int | None = None) -> PyTree:
+        """Restores a step into the structure, dtypes and shardings of ``target``.
+
+        ``target``'s leaves are arrays or ``jax.ShapeDtypeStruct`` (with a
+        ``sharding``, or on the default device without one), NumPy arrays or
+        scalars (restored as NumPy values of their dtype), or Python numbers
+        (restored as the JAX array saved, so a fresh Flax
+        ``TrainState.create(...)``, whose ``step`` is the int 0, is a target).
+        Each array is read straight into its target sharding, which need not be
+        the one it was saved from. A dtype of the same kind is converted after
+        the check (float32 saved, bfloat16 target). ``target`` is not modified.
+
+        Args:
+            target: The pytree to restore into: the state of a fresh run, or
+                ``jax.eval_shape`` of it with shardings (see
+                :meth:`momentax.training.Placement.param_sharding` and
+                :func:`momentax.training.opt_state_sharding`).
+            step: The step to restore (default: the latest).
+
+        Returns:
+            The restored pytree, with the treedef of ``target``.
+
+        Raises:
+            FileNotFoundError: If the directory has no checkpoint, or none of
+                ``step`` (the message lists the steps there are).
+            ValueError: If the checkpoint does not fit ``target`` (every
+                difference listed, nothing read) or is damaged or incomplete.
+            TypeError: If a leaf of ``target`` is not an array or a number.
+        """
+        self._orbax.wait_until_finished()
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                raise FileNotFoundError(f"{self.directory!r} holds no checkpoint.")
+            step = steps[-1]
+        step = hp.check_integer("step", step, low=0)
+        if step not in steps:
+            raise FileNotFoundError(
+                f"{self.directory!r} holds no checkpoint of step {step}; it holds "
+                f"steps {steps}."
+            )
+        where = f"the checkpoint of step {step} in {self.directory!r}"
+        folder = os.path.join(self.directory, str(step))
+        record = files.read_record(folder, where)
+        expected = files.read_checksums(folder, record, where)
+        mismatches = tree_record.differences(record, tree_record.describe(target))
+        if mismatches:
+            raise ValueError(
+                f"{where} does not fit the target (nothing was restored):\n"
+                + "\n".join(mismatches)
+            )
+        keyed, treedef = jax.tree_util.tree_flatten_with_path(target)
+        names = [tree_record.path_name(key) for key, _ in keyed]
+        targets = [leaf for _, leaf in keyed]
+        saved = [record["leaves"][name] for name in names]
+        values = self._read(step, where, treedef, saved, targets)
+        checked = [(n, v) for n, v in zip(names, values, strict=True) if n in expected]
+        found = checksum.across_processes(
+            [checksum.partial_checksum(value) for _, value in checked]
         )
-    except Exception as error:  # Orbax and TensorStore raise many types.
-        problem = str(error).strip().splitlines()[0][:300] if str(error) else ""
-        raise files.damaged(
-            path, f"Orbax cannot read it ({type(error).__name__}: {problem})"
-        ) from error
-    finally:
-        checkpointer.close()
-    changed = [
-        name
-        for name, value, s in zip(names, restored, saved, strict=True)
-        if sha256(value) != s["sha256"]
-    ]
-    if changed:
-        raise files.damaged(
-            path,
-            f"the values of {', '.join(changed)} differ from the ones saved (their "
-            "SHA-256 does not match the record)",
+        changed = [
+            name
+            for (name, _), value in zip(checked, found, strict=True)
+            if value != expected[name]
+        ]
+        if changed:
+            raise files.damaged(
+                where,
+                f"the values of {', '.join(changed)} differ from the ones saved "
+                "(their checksums do not match)",
+            )
+        return jax.tree.unflatten(
+            treedef,
+            [tree_record.as_target(v, t) for v, t in zip(values, targets, strict=True)],
         )
-    return jax.tree.unflatten(
-        treedef,
-        [
-            _as_target(value, t, getattr(a, "sharding", None))
-            for value, t, a in zip(restored, targets, abstract, strict=True)
-        ],
-    )
+
+    def _read(
+        self, step: int, where: str, treedef: Any, saved: list[Any], targets: list[Any]
+    ) -> list[Any]:
+        """Every leaf as saved (dtype), in its target's sharding."""
+        empty = [0 in leaf["shape"] for leaf in saved]
+        abstract = [
+            None if no_elements else tree_record.abstract_leaf(leaf, target)
+            for leaf, target, no_elements in zip(saved, targets, empty, strict=True)
+        ]
+        read = [None] * len(saved)
+        if not all(empty):
+            ocp = orbax()
+            state = ocp.args.StandardRestore(jax.tree.unflatten(treedef, abstract))
+            try:
+                restored = self._orbax.restore(
+                    step, args=ocp.args.Composite(state=state)
+                )
+            except Exception as error:  # Orbax and TensorStore raise many types.
+                text = str(error).strip()
+                problem = text.splitlines()[0][:300] if text else ""
+                raise files.damaged(
+                    where, f"Orbax cannot read it ({type(error).__name__}: {problem})"
+                ) from error
+            read = treedef.flatten_up_to(restored[_STATE])
+        return [
+            tree_record.zeros(leaf, target) if no_elements else value
+            for leaf, target, no_elements, value in zip(
+                saved, targets, empty, read, strict=True
+            )
+        ]
+
+    def wait(self) -> None:
+        """Waits until every save has finished writing (re-raises its error)."""
+        self._orbax.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for the saves, releases Orbax's resources and the directory."""
+        try:
+            self._orbax.close()
+        finally:
+            if self._lock is not None:
+                lock.release(self._lock)
+            self._lock, self._claimed = None, False
+
+    def __enter__(self) -> "CheckpointManager":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.directory!r})"

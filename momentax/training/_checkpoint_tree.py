@@ -2,11 +2,10 @@
 
 A record is plain JSON data: the type name of every container along the
 tree (so two optimizers or conventions whose states are ordered differently
-are told apart by name), each leaf's shape, dtype and SHA-256, and the layout
-of every :class:`momentax.training.Packed` in the tree.
+are told apart by name), each leaf's shape and dtype, and the layout of every
+:class:`momentax.training.Packed` in the tree.
 """
 
-import hashlib
 from typing import Any
 
 import jax
@@ -120,16 +119,6 @@ def describe(tree: PyTree) -> Record:
     return {"nodes": nodes, "leaves": leaves, "packed": packed}
 
 
-def sha256(value: Any) -> str:
-    """The SHA-256 of an array's bytes in C order, gathered across processes."""
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        value = multihost_utils.process_allgather(value, tiled=True)
-    data = np.ascontiguousarray(np.asarray(value)).reshape(-1)
-    return hashlib.sha256(data.view(np.uint8).data).hexdigest()
-
-
 def _covered(name: str, leaves: Record) -> bool:
     """Whether some leaf lies under the node ``name`` (it then speaks for it)."""
     return any(leaf == name or leaf.startswith(name + "/") for leaf in leaves)
@@ -192,3 +181,72 @@ def differences(saved: Record, target: Record) -> list[str]:
         if difference:
             packed.append(f"  {shown(name)}: checkpoint has {difference}")
     return sorted(types) + sorted(packed) + sorted(leaves)
+
+
+def as_saved(key: tuple[Any, ...], leaf: Any) -> Any:
+    """What is saved for a leaf: a NumPy array for a number, of JAX's dtype for it.
+
+    A Python number becomes what it is under ``jax.jit`` (an int becomes
+    int32), as NumPy: Orbax refuses host-local JAX arrays in multi-process runs.
+    """
+    if isinstance(leaf, bool | int | float | complex):
+        try:
+            return np.asarray(jnp.asarray(leaf))
+        except OverflowError:
+            raise ValueError(
+                f"{shown(path_name(key))} is {leaf}, out of range for JAX's "
+                f"{type(leaf).__name__} type; save it as a NumPy array."
+            ) from None
+    if isinstance(leaf, np.generic):
+        return np.asarray(leaf)
+    if isinstance(leaf, jax.Array) and leaf.is_deleted():
+        raise ValueError(
+            f"{shown(path_name(key))} is a deleted (donated) array; save the arrays "
+            "a train step returned, not the ones it was given."
+        )
+    return leaf
+
+
+def _sharding(target: Any) -> Any:
+    if isinstance(target, jax.Array | jax.ShapeDtypeStruct) and target.sharding:
+        return target.sharding
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def abstract_leaf(saved: Record, target: Any) -> Any:
+    """What a saved leaf is read as: its saved dtype, in the target's sharding."""
+    dtype = np.dtype(saved["dtype"])
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        return np.empty(saved["shape"], dtype)  # float64 without jax_enable_x64
+    shape, sharding = tuple(saved["shape"]), _sharding(target)
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # type: ignore[no-untyped-call]
+
+
+def zeros(saved: Record, target: Any) -> Any:
+    """A leaf with no elements, as :func:`abstract_leaf` would read it."""
+    dtype, shape = np.dtype(saved["dtype"]), tuple(saved["shape"])
+    place = abstract_leaf(saved, target)
+    if isinstance(place, np.ndarray):
+        return place
+    return jax.make_array_from_callback(
+        shape, place.sharding, lambda index: np.zeros(shape, dtype)[index]
+    )
+
+
+def as_target(value: Any, target: Any) -> Any:
+    """Converts a verified restored leaf to the target leaf's dtype and type."""
+    if isinstance(target, jax.Array | jax.ShapeDtypeStruct):
+        if not isinstance(value, jax.Array):
+            return jax.device_put(
+                np.asarray(value).astype(target.dtype), _sharding(target)
+            )
+        if value.dtype != target.dtype:  # Shard by shard: nothing is gathered.
+            cast = jax.jit(
+                lambda v: v.astype(target.dtype), out_shardings=value.sharding
+            )
+            return cast(value)
+        return value
+    if isinstance(target, np.ndarray | np.generic):
+        value = np.asarray(value).astype(target.dtype)
+        return value[()] if isinstance(target, np.generic) else value
+    return value  # A Python number's leaf comes back as the array saved.

@@ -223,6 +223,24 @@ def shared_buffers(tree: PyTree) -> bool:
     return len({id(leaf) for leaf in arrays}) < len(arrays)
 
 
+def deleted_leaf(**trees: PyTree) -> str | None:
+    """A message naming the first deleted array in ``trees`` (in leaf order), or None.
+
+    A donated call (``fit``, a train step) deletes the arrays it is given; JAX's
+    own error for reusing one names neither the leaf nor the reason.
+    """
+    for name, tree in trees.items():
+        for path, leaf in jax.tree.leaves_with_path(tree):
+            if isinstance(leaf, jax.Array) and leaf.is_deleted():
+                return (
+                    f"{name}{jax.tree_util.keystr(path)} is an array that has been "
+                    "deleted: an earlier donated call (fit or a train step) consumed "
+                    "it. Pass the params and opt_state that call returned, or call "
+                    "it with donate=False to keep its inputs."
+                )
+    return None
+
+
 def place(
     placement: Placement,
     optimizer: optax.GradientTransformation,

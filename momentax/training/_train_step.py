@@ -36,9 +36,12 @@ def make_train_step(
 
     With ``donate=True`` (the default) the params and optimizer state passed in are
     donated: XLA writes the new values into their buffers instead of allocating
-    new ones, which saves memory traffic and memory. Donated arrays must not be
-    used after the call; use the returned ones. They must also be distinct
-    buffers: tied params (one array under two names) need ``donate=False``.
+    new ones, which saves memory traffic and memory. Donated arrays are deleted
+    by the call; use the returned ones (passing a deleted one to the step again
+    raises a ``ValueError`` that names it). Whatever else holds them, such as a
+    Flax NNX or Equinox module the params were split from, loses them too.
+    They must also be distinct buffers: tied params (one array under two names)
+    need ``donate=False``.
 
     The params may be a :class:`momentax.training.Packed` (see
     :func:`momentax.training.pack`): ``loss_fn`` still receives the unpacked tree,
@@ -72,7 +75,8 @@ def make_train_step(
         TypeError: For a ``loss_fn``, ``optimizer``, ``placement`` or ``record``
             of the wrong kind, and (at the call) a ``None`` state.
         ValueError: For unknown or repeated record names, and (at the call) a
-            state of another optimizer or tied params while donating.
+            state of another optimizer, tied params while donating, or arrays
+            deleted by an earlier donated call.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -113,8 +117,12 @@ def make_train_step(
         args = prepare(params, opt_state, batch)
         try:
             return jitted(*args)
-        except jax.errors.JaxRuntimeError as error:
-            # XLA's message names flattened argument numbers; say which and why.
+        except (RuntimeError, ValueError) as error:
+            # JAX's messages for these name flattened argument numbers, or no
+            # argument at all; say which and why.
+            deleted = s.deleted_leaf(params=args[0], opt_state=args[1], batch=args[2])
+            if deleted is not None:
+                raise ValueError(deleted) from error
             if donate and s.shared_buffers(args[:2]):
                 raise ValueError(s.TIED) from error
             raise
