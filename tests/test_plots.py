@@ -282,7 +282,7 @@ def test_the_legend_holds_the_optimum_line_once(figures):
 
 
 @pytest.mark.parametrize("name", ["noisy", "tiny"])
-def test_tuned_contenders_are_in_every_plot_and_its_legend(name):
+def test_tuned_contenders_are_in_every_plot_and_its_legend(name, figures):
     for kind, fig in figures(name).items():
         lines = {
             line.get_label(): line for ax in data_axes(fig) for line in ax.get_lines()
