@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import _compile, _plots, _suites, _tables
+from benchmarks import _compile, _plots, _suites, _tables, _tuning_report
 from benchmarks import _contenders as c
 from benchmarks._timing import Settings
 
@@ -137,6 +137,14 @@ SECTIONS: dict[str, Section] = {
         _compile_times,
         _tables.compile_times,
         {"compile": _plots.compile_ratio, "compile-growth": _plots.compile_growth},
+        default=False,
+    ),
+    "tuning": Section(
+        "Does momentax.autotune reach what a grid search of momentum reaches, in as "
+        "few steps, and what does it cost per step? (its targets: in its tables)",
+        _tuning_report.run,
+        _tuning_report.tables,
+        _tuning_report.PLOTS,
         default=False,
     ),
 }

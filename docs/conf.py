@@ -30,7 +30,8 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
+# docs/tuning/results.md is the tuning run's report, shown through its JSON.
+exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store", "tuning/results.md"]
 
 # Markdown pages: $...$ and $$...$$ maths, ::: fences, and anchors for headings.
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]

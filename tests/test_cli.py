@@ -29,6 +29,9 @@ def without_progress(stderr):
     return PROGRESS.sub("", stderr)
 
 
+NAMES = ("sgd", "momentum", "nesterov", "heavy-ball", "autotune", "autotune-hvp")
+
+
 def run_cli(*argv):
     out = io.StringIO()
     status = _cli.main(list(argv), stdout=out)
@@ -61,6 +64,8 @@ def test_default_run_prints_the_blog_table_and_summary(tmp_path):
     assert "task 'noisy'" in text and "450 full-batch epochs" in text
     for name in ("sgd", "momentum", "nesterov", "heavy-ball"):
         assert f"\n{name} (lr " in text
+    for name in ("autotune", "autotune-hvp"):  # their own lr and momentum, tuned
+        assert f"\n{name} (tuned from " in text
     # The momentum table is centred on k's gradient sign change.
     change = tasks.sign_change(
         tasks.run(tasks.noisy_line(), tasks.contenders(tasks.noisy_line())[1], 450)
@@ -73,14 +78,11 @@ def test_default_run_prints_the_blog_table_and_summary(tmp_path):
     )
     assert f"changes sign at epoch {change.grad_epoch}" in section
     summary = text.split("epochs to 1%\n")[1].splitlines()
-    assert [line.split()[0] for line in summary[:5]] == [
-        "sgd",
-        "momentum",
-        "nesterov",
-        "heavy-ball",
-        "optimum",
-    ]
+    assert [line.split()[0] for line in summary[:7]] == [*NAMES, "optimum"]
     assert summary[0].split()[-1] == "never"  # plain SGD does not get there in 450
+    rows = {line.split()[0]: line.split() for line in summary[:6]}
+    for name in ("autotune", "autotune-hvp"):  # reach 1% within the 450 epochs
+        assert rows[name][-1].isdigit(), rows[name]
     assert_plots(tmp_path, "noisy")
 
 
@@ -90,12 +92,15 @@ def test_tiny_task_json(tmp_path):
     document = json.loads(text)
     assert document["task"] == "tiny" and document["epochs"] == 20
     assert document["seed"] is None and document["test_points"] == 0
-    assert [o["name"] for o in document["optimizers"]] == [
-        "sgd",
-        "momentum",
-        "nesterov",
-        "heavy-ball",
-    ]
+    assert [o["name"] for o in document["optimizers"]] == list(NAMES)
+    assert [o["tuned"] for o in document["optimizers"]] == [False] * 4 + [True] * 2
+    for tuned in document["optimizers"][4:]:
+        # The columns show the tuned values of the last epoch.
+        history = tuned["history"]
+        assert len(history["learning_rate"]) == len(history["momentum"]) == 20
+        assert tuned["learning_rate"] == history["learning_rate"][-1] > 0
+        assert tuned["momentum"] == history["momentum"][-1]
+    assert document["optimizers"][1]["history"]["learning_rate"] is None
     momentum = document["optimizers"][1]
     assert (momentum["learning_rate"], momentum["momentum"]) == (0.1, 0.9)
     history = momentum["history"]
@@ -205,10 +210,10 @@ def test_huge_values_keep_the_columns():
     # lr 1 for 6 epochs: finite but around 1e13, in scientific notation.
     status, text = run_cli("--task", "tiny", "--lr", "1", "--epochs", "6", "--no-plots")
     assert status == 0
-    lines = text.split("epochs to 1%\n")[1].splitlines()[:5]
+    lines = text.split("epochs to 1%\n")[1].splitlines()[:7]
     assert "e+" in lines[0]
     header = text.split("\nafter 6 epochs")[1].splitlines()[1]
-    assert {len(line) for line in lines[:4]} == {len(header)}
+    assert {len(line) for line in lines[:6]} == {len(header)}
 
 
 @pytest.mark.parametrize(
@@ -307,7 +312,7 @@ def test_failing_stdout_gives_a_status_not_a_traceback(
     if message:
         assert f"momentax: error: cannot write the results to stdout: {message}" in err
     else:
-        assert err == ""
+        assert without_progress(err) == ""
 
 
 @pytest.mark.slow
@@ -472,7 +477,7 @@ class Sink(io.TextIOBase):
 
 
 def synthetic_results(epochs):
-    """Four runs of ``epochs`` epochs with made-up histories, some not finite."""
+    """A run of ``epochs`` epochs per contender; made-up histories, some not finite."""
     task = tasks.tiny_line()
     optimum = tasks.least_squares(task)
     rng = np.random.default_rng(0)
@@ -487,6 +492,7 @@ def synthetic_results(epochs):
             None,
             rng.normal(size=epochs),
             None if contender.name == "sgd" else rng.normal(size=epochs) * 1e300,
+            *([rng.uniform(size=epochs)] * 2 if contender.tuned else []),
         )
         results.append(_report.Result(run, optimum))
     return task, optimum, results
@@ -494,8 +500,8 @@ def synthetic_results(epochs):
 
 @pytest.mark.slow
 def test_json_history_is_streamed_not_listed():
-    # 4 runs x 4 series x 100k epochs: as lists of Python floats (as before),
-    # about 32 bytes a number, 50 MB; streamed, a few chunks of 65536 numbers.
+    # 6 runs x 4 series x 100k epochs: as lists of Python floats (as before),
+    # about 32 bytes a number, 90 MB; streamed, a few chunks of 65536 numbers.
     epochs = 100_000
     task, optimum, results = synthetic_results(epochs)
     listed = 32 * sum(
@@ -529,6 +535,7 @@ def test_streamed_json_reads_back_exactly():
             ("train_loss", r.run.train_loss),
             ("k_grad", r.run.k_grad),
             ("k_velocity", r.run.k_velocity),
+            ("learning_rate", r.run.learning_rate),
         ):
             found = entry["history"][name]
             if values is None:
@@ -537,3 +544,12 @@ def test_streamed_json_reads_back_exactly():
             expected = [float(v) if np.isfinite(v) else None for v in values]
             assert found == expected, name  # bit for bit: floats compare exactly
         assert entry["diverged_at_epoch"] == epochs - 2
+
+
+@pytest.mark.parametrize("value", [0.01, 1.031, 0.001234, 0.0001234, 0.93, 0.0, 1e5])
+def test_tuned_settings_fit_their_columns(value):
+    # A tuned lr can be 1.2e-04: it must not widen the summary's lr column (7).
+    for width in (7, 8):
+        text = _report.setting(value, width)
+        assert len(text) == width
+        assert float(text) == pytest.approx(value, rel=0.05)

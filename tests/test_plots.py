@@ -279,3 +279,17 @@ def test_the_legend_holds_the_optimum_line_once(figures):
     fig = figures("noisy")["losses"]
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts.count("least-squares fit") == 1 and texts.count("sgd") == 1
+
+
+@pytest.mark.parametrize("name", ["noisy", "tiny"])
+def test_tuned_contenders_are_in_every_plot_and_its_legend(name, figures):
+    for kind, fig in figures(name).items():
+        lines = {
+            line.get_label(): line for ax in data_axes(fig) for line in ax.get_lines()
+        }
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        for tuned in ("autotune", "autotune-hvp"):
+            assert tuned in lines and tuned in legend, (kind, tuned)
+        # Told apart by colour and, for the HVP one, a dashed line.
+        assert lines["autotune"].get_color() != lines["autotune-hvp"].get_color()
+        assert lines["autotune-hvp"].get_linestyle() == "--"

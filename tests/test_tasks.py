@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from absl.testing import parameterized
 
@@ -260,6 +261,9 @@ class HeavyBallTuningTest(parameterized.TestCase):
         assert tuning.rate < 0.7 < math.sqrt(0.93)
 
 
+TUNED = ("autotune", "autotune-hvp")
+
+
 def run_all(task, epochs):
     optimum = tasks.least_squares(task)
     runs = {c.name: tasks.run(task, c, epochs) for c in tasks.contenders(task)}
@@ -270,7 +274,14 @@ class ComparisonTest(parameterized.TestCase):
     def test_contenders(self):
         task = tasks.noisy_line()
         found = {c.name: c for c in tasks.contenders(task)}
-        assert list(found) == ["sgd", "momentum", "nesterov", "heavy-ball"]
+        assert list(found) == [
+            "sgd",
+            "momentum",
+            "nesterov",
+            "heavy-ball",
+            "autotune",
+            "autotune-hvp",
+        ]
         assert (found["momentum"].learning_rate, found["momentum"].momentum) == (
             0.01,
             0.93,
@@ -279,6 +290,10 @@ class ComparisonTest(parameterized.TestCase):
         tuning = momentax.heavy_ball_tuning(*tasks.curvature_bounds(task.train))
         assert found["heavy-ball"].learning_rate == tuning.learning_rate
         assert found["heavy-ball"].momentum == tuning.momentum
+        for name in ("autotune", "autotune-hvp"):  # nothing hand-set
+            assert found[name].tuned and found[name].learning_rate is None
+            assert found[name].momentum is None and not found[name].nesterov
+        assert not any(found[name].tuned for name in list(found)[:4])
 
     @parameterized.named_parameters(
         (
@@ -335,7 +350,7 @@ class ComparisonTest(parameterized.TestCase):
     def test_blog_settings_reach_least_squares(self):
         task = tasks.noisy_line()
         optimum, runs = run_all(task, task.reference.epochs)
-        for name in ("momentum", "nesterov", "heavy-ball"):
+        for name in ("momentum", "nesterov", "heavy-ball", *TUNED):
             k, b = runs[name].trajectory[-1]
             # float32 params near 3-4: a few ulps (1e-6) times the condition
             # number (19) of the noise in the gradient is < 1e-4 relative.
@@ -347,7 +362,7 @@ class ComparisonTest(parameterized.TestCase):
     def test_tiny_task_reaches_y_equals_2x(self):
         task = tasks.tiny_line()
         _, runs = run_all(task, 300)
-        for name in ("momentum", "nesterov", "heavy-ball"):
+        for name in ("momentum", "nesterov", "heavy-ball", *TUNED):
             # The slowest, momentum 0.9, shrinks the error by at least
             # sqrt(0.9) per epoch (about 1e-7 over 300 epochs from a distance of 2):
             # what remains is float32 rounding of k = 2 (1e-7), well under 1e-4.
@@ -390,6 +405,71 @@ class ComparisonTest(parameterized.TestCase):
         assert np.all(np.sign(velocity) == np.sign(velocity[0]))
         assert np.sign(velocity[0]) == np.sign(grad[0])
         assert np.sign(run.k_velocity[end - 1]) != np.sign(velocity[0])
+
+
+@pytest.mark.slow  # compiles autotune with and without HVPs: > 5 s
+class TunedContenderTest(parameterized.TestCase):
+    """The auto-tuned contenders: momentax.autotune, nothing hand-set."""
+
+    @parameterized.named_parameters(("noisy", "noisy", 450), ("tiny", "tiny", 300))
+    def test_reaches_least_squares_and_records_its_tuning(self, name, epochs):
+        task = tasks.noisy_line() if name == "noisy" else tasks.tiny_line()
+        optimum = tasks.least_squares(task)
+        target = [optimum.params["k"], optimum.params["b"]]
+        for contender in tasks.contenders(task)[4:]:
+            run = tasks.run(task, contender, epochs)
+            # float32 params of size 2-4: a few ulps (1e-6) times the condition
+            # number (19 noisy, 15 tiny) is well under 1e-4 relative; the tiny
+            # optimum's b = 0 needs the absolute part.
+            np.testing.assert_allclose(run.trajectory[-1], target, rtol=1e-4, atol=1e-5)
+            reached = tasks.epochs_to_tolerance(run, optimum)
+            assert reached is not None and reached < epochs // 2, reached
+            assert run.learning_rate.shape == run.momentum.shape == (epochs,)
+            assert np.all(run.learning_rate > 0)
+            assert np.all((run.momentum >= 0) & (run.momentum < 1))
+            assert run.final_learning_rate == run.learning_rate[-1]
+            assert run.final_momentum == run.momentum[-1]
+
+    def test_is_autotune_stepped_by_hand(self):
+        # The contenders' runs are momentax.autotune's steps, the HVP one with
+        # the training loss as value_fn, and the recorded lr and momentum are
+        # the state's after each step.
+        task = tasks.tiny_line()
+        epochs = 12
+        runs = []
+        for contender, hvp in zip(
+            tasks.contenders(task)[4:], (False, True), strict=True
+        ):
+            run = tasks.run(task, contender, epochs)
+            runs.append(run)
+            optimizer = momentax.autotune()
+
+            @jax.jit
+            def step(params, state, optimizer=optimizer, hvp=hvp):
+                grads = jax.grad(tasks.mse_loss)(params, task.train)
+                extra = {}
+                if hvp:
+                    extra["value_fn"] = lambda p: tasks.mse_loss(p, task.train)
+                updates, state = optimizer.update(grads, state, params, **extra)
+                return optax.apply_updates(params, updates), state
+
+            params = tasks.init_params()
+            state = optimizer.init(params)
+            ks, rates, momenta = [], [], []
+            for _ in range(epochs):
+                params, state = step(params, state)
+                ks.append(float(params["k"]))
+                rates.append(float(optax.tree.get(state, "learning_rate")))
+                momenta.append(float(optax.tree.get(state, "momentum")))
+            # One jitted step per call here, a scan of them in fit: XLA may
+            # fuse them differently, a few float32 ulps per step over 12 steps.
+            np.testing.assert_allclose(run.trajectory[1:, 0], ks, rtol=1e-5)
+            np.testing.assert_allclose(run.learning_rate, rates, rtol=1e-5)
+            np.testing.assert_allclose(run.momentum, momenta, rtol=1e-5, atol=1e-7)
+        plain, hvp_run = (
+            tasks.run(task, c, epochs) for c in tasks.contenders(task)[4:]
+        )
+        assert not np.allclose(plain.learning_rate, hvp_run.learning_rate)
 
 
 class DivergenceTest(parameterized.TestCase):

@@ -58,8 +58,22 @@ def generate(app: Any) -> None:
     for name, folder in (("benchmarks", "cpu"), ("compile", "cpu-compile")):
         tables = benchmark_tables(results / folder / "results.json")
         (OUT / f"{name}.md").write_text(tables + "\n")
+    (OUT / "tuning.md").write_text(
+        tuning_tables(DOCS / "tuning" / "results.json") + "\n"
+    )
     for task in TASKS:
         (OUT / f"{task}.txt").write_text(run_main_job(task))
+
+
+def tuning_tables(results_path: Path) -> str:
+    """The tuning section's tables (``docs/tuning/results.json``), demoted."""
+    from benchmarks import _tuning_report  # the tuning section's writer
+
+    text = _tuning_report.markdown(json.loads(results_path.read_text()))
+    lines = text.splitlines()[1:]  # the page has its own title
+    return "\n".join(
+        "#" + line if line.startswith("#") else line for line in lines
+    ).lstrip()
 
 
 def skip_member(

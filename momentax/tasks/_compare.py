@@ -1,29 +1,31 @@
-"""The comparison the main job runs: plain SGD, momentum, Nesterov and heavy ball."""
+"""The comparison the main job runs: SGD, momentum, Nesterov, heavy ball, autotune."""
 
 import numbers
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
-from momentax import heavy_ball_tuning
+from momentax import autotune, heavy_ball_tuning
 from momentax import momentum as momentum_transform
 from momentax.hyperparams import check_integer
 from momentax.tasks._exact import Optimum, curvature_bounds, exact_loss
 from momentax.tasks._line import LineTask, init_params, mse_loss
-from momentax.training import fit
+from momentax.training import RECORDABLE, fit
 
 
 class Contender(NamedTuple):
     """Holds one optimizer of the comparison and its settings.
 
     Attributes:
-        name: A short name: ``"sgd"``, ``"momentum"``, ``"nesterov"`` or
-            ``"heavy-ball"``.
-        learning_rate: Its learning rate.
-        momentum: Its momentum (0 for plain SGD).
+        name: A short name: ``"sgd"``, ``"momentum"``, ``"nesterov"``,
+            ``"heavy-ball"``, ``"autotune"`` or ``"autotune-hvp"``.
+        learning_rate: Its learning rate, or None for a contender that tunes
+            its own (:attr:`Run.learning_rate` holds the values it chose).
+        momentum: Its momentum (0 for plain SGD), or None likewise.
         nesterov: Whether it uses Nesterov momentum.
         optimizer: The optimizer (lr inside the velocity, as in both write-ups,
             "Gradient Descent: Exploring Momentum" and "SGD with Momentum (From
@@ -31,10 +33,15 @@ class Contender(NamedTuple):
     """
 
     name: str
-    learning_rate: float
-    momentum: float
+    learning_rate: float | None
+    momentum: float | None
     nesterov: bool
     optimizer: optax.GradientTransformation
+
+    @property
+    def tuned(self) -> bool:
+        """Whether it sets its own learning rate and momentum while it trains."""
+        return self.learning_rate is None
 
 
 def momentum_problem(momentum: float) -> str:
@@ -78,7 +85,10 @@ def contenders(
     Plain SGD, momentum and Nesterov momentum use ``learning_rate`` and
     ``momentum`` (default: the task's reference settings); the heavy ball uses
     Polyak's tuning (:func:`momentax.heavy_ball_tuning`) from the exact curvature
-    of the training loss.
+    of the training loss. ``autotune`` is :func:`momentax.autotune` with no
+    argument, tuning itself from the gradients alone; ``autotune-hvp`` is the
+    same with the training loss as its ``value_fn``, tuning from Lanczos
+    estimates of the Hessian's extreme eigenvalues.
 
     Raises:
         TypeError: If ``learning_rate`` or ``momentum`` is not a real number.
@@ -105,7 +115,39 @@ def contenders(
         make("momentum", lr, mu, False),
         make("nesterov", lr, mu, True),
         make("heavy-ball", tuning.learning_rate, tuning.momentum, False),
+        Contender("autotune", None, None, False, autotune()),
+        Contender(
+            "autotune-hvp",
+            None,
+            None,
+            False,
+            with_value_fn(autotune(), lambda params: mse_loss(params, task.train)),
+        ),
     ]
+
+
+def with_value_fn(
+    optimizer: optax.GradientTransformationExtraArgs,
+    value_fn: Callable[[Any], jax.Array],
+) -> optax.GradientTransformationExtraArgs:
+    """``optimizer`` whose ``update`` always gets ``value_fn=value_fn``.
+
+    For full-batch training with a loop that calls ``update(grads, state,
+    params)`` alone (:func:`momentax.training.fit`): the loss of the params is
+    the same function at every step.
+    """
+
+    def update_fn(
+        updates: optax.Updates,
+        state: Any,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, Any]:
+        extra_args = {**extra_args, "value_fn": value_fn}
+        new_updates, new_state = optimizer.update(updates, state, params, **extra_args)
+        return new_updates, new_state
+
+    return optax.GradientTransformationExtraArgs(optimizer.init, update_fn)
 
 
 class Run(NamedTuple):
@@ -125,6 +167,10 @@ class Run(NamedTuple):
         k_grad: ``(epochs,)`` gradients of the loss in ``k``.
         k_velocity: ``(epochs,)`` velocities of ``k`` as the optimizer state holds
             them, or None for plain SGD, which keeps none.
+        learning_rate: ``(epochs,)`` learning rates of a tuned contender, as its
+            state holds them after each epoch's step (the one the step used),
+            or None for a contender with a fixed one.
+        momentum: ``(epochs,)`` its momenta likewise, or None.
     """
 
     contender: Contender
@@ -133,6 +179,39 @@ class Run(NamedTuple):
     test_loss: np.ndarray | None
     k_grad: np.ndarray
     k_velocity: np.ndarray | None
+    learning_rate: np.ndarray | None = None
+    momentum: np.ndarray | None = None
+
+    @property
+    def final_learning_rate(self) -> float:
+        """The learning rate of the last epoch: fixed, or as tuned."""
+        if self.learning_rate is None:
+            assert self.contender.learning_rate is not None
+            return self.contender.learning_rate
+        return float(self.learning_rate[-1])
+
+    @property
+    def final_momentum(self) -> float:
+        """The momentum of the last epoch: fixed, or as tuned."""
+        if self.momentum is None:
+            assert self.contender.momentum is not None
+            return self.contender.momentum
+        return float(self.momentum[-1])
+
+
+def _tuned_value(name: str) -> Callable[[Any], jax.Array]:
+    def get(info: Any) -> jax.Array:
+        return jnp.asarray(optax.tree.get(info.opt_state, name))
+
+    get.__name__ = get.__qualname__ = name
+    return get
+
+
+# Defined once, so that every run of a tuned contender reuses fit's compilation.
+_TUNED_RECORD = {
+    "learning_rate": _tuned_value("learning_rate"),
+    "momentum": _tuned_value("momentum"),
+}
 
 
 def run(
@@ -149,20 +228,30 @@ def run(
     gradients and the optimizer's velocity; the history comes back to the host
     once, at the end. The losses along the trajectory are then evaluated exactly
     (:func:`exact_loss`, float64), so that the gap to the optimum is not hidden
-    under float32 rounding.
+    under float32 rounding. A tuned contender also records the learning rate
+    and momentum its state holds after each step.
 
     Raises:
         ValueError: If ``epochs`` is not an integer >= 1.
     """
     epochs = check_integer("epochs", epochs, low=1)
+    params = init_params(task.train.x.dtype)
+    record: dict[str, Any] = {
+        name: RECORDABLE[name] for name in ("params", "grads", "velocity")
+    }
+    if contender.tuned:
+        record.update(_TUNED_RECORD)
     result = fit(
         mse_loss,
         contender.optimizer,
-        init_params(task.train.x.dtype),
+        params,
         data=task.train,
         num_steps=epochs,
+        # Copied: fit donates the state, and a state may hold one array in
+        # two fields.
+        opt_state=jax.tree.map(jnp.copy, contender.optimizer.init(params)),
         steps_per_call=steps_per_call,
-        record=("params", "grads", "velocity"),
+        record=record,
         callback=callback,
     )
     history, final = jax.device_get((result.history, result.params))
@@ -172,6 +261,10 @@ def run(
     )
     k, b = trajectory.T
     velocity = history["velocity"]
+    tuned = {
+        name: np.asarray(history[name], np.float64) if name in history else None
+        for name in _TUNED_RECORD
+    }
     return Run(
         contender,
         trajectory,
@@ -179,6 +272,8 @@ def run(
         None if task.test is None else exact_loss(k, b, task.test),
         np.asarray(history["grads"]["k"], np.float64),
         None if velocity is None else np.asarray(velocity["k"], np.float64),
+        tuned["learning_rate"],
+        tuned["momentum"],
     )
 
 

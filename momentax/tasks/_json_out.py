@@ -60,8 +60,9 @@ def _entry(r: Result, slots: list[np.ndarray | None]) -> dict[str, Any]:
 
     return {
         "name": c.name,
-        "learning_rate": c.learning_rate,
-        "momentum": c.momentum,
+        "tuned": c.tuned,
+        "learning_rate": run.final_learning_rate,
+        "momentum": run.final_momentum,
         "nesterov": c.nesterov,
         "diverged_at_epoch": r.diverged_at,
         "final": {
@@ -80,6 +81,8 @@ def _entry(r: Result, slots: list[np.ndarray | None]) -> dict[str, Any]:
             "test_loss": slot(run.test_loss),
             "k_grad": slot(run.k_grad),
             "k_velocity": slot(run.k_velocity),
+            "learning_rate": slot(run.learning_rate),
+            "momentum": slot(run.momentum),
         },
     }
 
@@ -118,6 +121,9 @@ def write_document(
             "tolerance * |optimum| holds to the end; null if never",
             "diverged_at_epoch": "first epoch after which the train loss is not "
             "finite (null: it never diverged); histories hold null from there",
+            "tuned": "the optimizer sets its own learning rate and momentum: "
+            "learning_rate and momentum are its last epoch's, and its history "
+            "holds them per epoch (entry t-1: epoch t); null for the others",
         },
     }
     skeleton = json.dumps(document, indent=1, allow_nan=False)

@@ -24,6 +24,13 @@ STYLE: dict[str, dict[str, Any]] = {
     "momentum": {"color": "tab:orange", "linewidth": 1.3, "zorder": 3},
     "nesterov": {"color": "tab:green", "linewidth": 1.3, "zorder": 4},
     "sgd": {"color": "tab:blue", "linewidth": 1.8, "zorder": 5},
+    "autotune": {"color": "tab:purple", "linewidth": 1.5, "zorder": 4},
+    "autotune-hvp": {
+        "color": "tab:brown",
+        "linewidth": 1.5,
+        "linestyle": "--",
+        "zorder": 4,
+    },
 }
 # Plots show every epoch up to this one, then this many more, spaced evenly on a
 # log axis: a million-epoch run plots as fast as a short one and looks the same.
@@ -86,7 +93,7 @@ def legend_below(fig: Any, *axes: Any) -> Any:
     # About 7 pixels a character at the default 10 points, plus the line sample.
     characters = fig.get_figwidth() * fig.get_dpi() / 7
     longest = max((len(text) for text in labels), default=1)
-    columns = max(1, min(len(labels), int(characters // (longest + 8))))
+    columns = max(1, min(len(labels), int(characters // (longest + 12))))
     return fig.legend(
         handles, labels, loc="outside lower center", ncols=columns, frameon=False
     )

@@ -19,6 +19,8 @@ from momentax.tasks._line import LineTask
 TOLERANCE = 0.01
 """"Within 1% of the optimum", see :func:`momentax.tasks.epochs_to_tolerance`."""
 
+_NAME = 12  # The summary's name column: "autotune-hvp".
+
 
 class Result:
     """One contender's run with its summary figures."""
@@ -46,6 +48,18 @@ def cell(value: float, width: int) -> str:
         text = f"{value:.3e}"
     else:
         text = f"{value:.4f}"
+    return f"{text:>{width}}"
+
+
+def setting(value: float, width: int) -> str:
+    """A learning rate or momentum in at most ``width`` characters, right-aligned.
+
+    Four significant digits where they fit; a tuned value can be small
+    (0.0001234), so fewer, then scientific notation, where they do not.
+    """
+    for text in (f"{value:.4g}", f"{value:.3g}", f"{value:.1e}"):
+        if len(text) <= width:
+            break
     return f"{text:>{width}}"
 
 
@@ -94,11 +108,26 @@ def _sign_change_sentence(result: Result, epochs: int) -> str:
     )
 
 
+# What a self-tuning contender tunes from, by name.
+_TUNED_FROM = {
+    "autotune": "from the gradients",
+    "autotune-hvp": "from Hessian-vector products",
+}
+
+
 def _describe(result: Result) -> str:
-    c = result.run.contender
+    run = result.run
+    c = run.contender
+    lr, mu = run.final_learning_rate, run.final_momentum
+    if c.tuned:
+        source = _TUNED_FROM.get(c.name, "")
+        return (
+            f"{c.name} (tuned {source} while training; lr {lr:.4g}, momentum "
+            f"{mu:.4g} at the end)"
+        )
     kind = "Nesterov momentum" if c.nesterov else "momentum"
     tuned = ", Polyak-tuned" if c.name == "heavy-ball" else ""
-    return f"{c.name} (lr {c.learning_rate:.4g}, {kind} {c.momentum:.4g}{tuned})"
+    return f"{c.name} (lr {lr:.4g}, {kind} {mu:.4g}{tuned})"
 
 
 def print_momentum_table(result: Result, epochs: int, out: TextIO) -> None:
@@ -123,19 +152,21 @@ def print_momentum_table(result: Result, epochs: int, out: TextIO) -> None:
 def print_summary(
     results: Sequence[Result], optimum: Optimum, epochs: int, out: TextIO
 ) -> None:
-    """Prints the final params and losses, gaps and epochs to 1%, one row each."""
+    """Prints the final params and losses, gaps and epochs to 1%, one row each.
+
+    A tuned contender's lr and momentum are those of its last epoch.
+    """
 
     def loss(value: float | None, width: int) -> str:
         return f"{'n/a':>{width}}" if value is None else cell(value, width)
 
     header = (
-        f"{'optimizer':<11} {'lr':>7} {'momentum':>8} {'k':>10} {'b':>10} "
+        f"{'optimizer':<{_NAME}} {'lr':>7} {'momentum':>8} {'k':>10} {'b':>10} "
         f"{'train loss':>10} {'test loss':>10} {'gap':>9} {'epochs to 1%':>17}"
     )
     print(f"\nafter {epochs} epochs (gap: train loss - least-squares loss)", file=out)
     print(header, file=out)
     for r in results:
-        c = r.run.contender
         k, b = r.run.trajectory[-1]
         reached = r.epochs_to_tolerance
         if r.diverged_at is not None:
@@ -143,7 +174,8 @@ def print_summary(
         else:
             where = "never" if reached is None else str(reached)
         print(
-            f"{r.name:<11} {c.learning_rate:>7.4g} {c.momentum:>8.4g} "
+            f"{r.name:<{_NAME}} {setting(r.run.final_learning_rate, 7)} "
+            f"{setting(r.run.final_momentum, 8)} "
             f"{cell(k, 10)} {cell(b, 10)} "
             f"{cell(r.train_loss, 10)} {loss(r.test_loss, 10)} {r.gap:>9.2e} "
             f"{where:>17}",
@@ -151,7 +183,7 @@ def print_summary(
         )
     k, b = optimum.params["k"], optimum.params["b"]
     print(
-        f"{'optimum':<11} {'':>7} {'':>8} {cell(k, 10)} {cell(b, 10)} "
+        f"{'optimum':<{_NAME}} {'':>7} {'':>8} {cell(k, 10)} {cell(b, 10)} "
         f"{cell(optimum.train_loss, 10)} {loss(optimum.test_loss, 10)}",
         file=out,
     )
