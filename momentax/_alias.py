@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from momentax import _hyperparams as hp
+from momentax import _trees
 from momentax._codegen import compiled_form
+from momentax._inputs import checked_inputs
 from momentax._learning_rate import scale_by_learning_rate
 from momentax._momentum import scale_by_momentum
 
@@ -41,6 +43,7 @@ def _add_decayed_weights(weight_decay: hp.Scalar) -> optax.GradientTransformatio
                 "weight_decay as an array even when it is 0: pass the params, or "
                 "list 'weight_decay' in its static_args.)"
             )
+        _trees.check_like(updates, params, "params")
         return jax.tree.map(
             lambda g, p: g + jnp.asarray(weight_decay, g.dtype) * p.astype(g.dtype),
             updates,
@@ -99,7 +102,9 @@ def momentum(
 
     Apply the updates with ``optax.apply_updates(params, updates)``. Extra
     keyword arguments of ``update`` (such as ``value=loss``) are accepted and
-    ignored, as by every Optax optimizer.
+    ignored, as by every Optax optimizer. As with ``optax.sgd``, gradients may
+    be Python numbers or integer arrays (taken at their value in the params'
+    dtype, without params in the default float dtype), and trees may be empty.
 
     A step whose momentum is 0 (a schedule or injected value reaching 0) is a
     plain SGD step and restarts the buffer from that step's gradient,
@@ -167,8 +172,10 @@ def momentum(
             for without momentum or with dampening, or ``convention`` is
             unknown. At ``init``/``update``: a per-leaf hyperparameter does not
             match the params, the gradients' structure differs from the
-            state's, or weight decay is asked for without params.
-        TypeError: An argument has the wrong type.
+            state's or the params', or weight decay is asked for without params.
+        TypeError: An argument has the wrong type. At ``update``: a gradient
+            is boolean or not a number, or the state is not one this
+            optimizer's ``init`` returns.
 
     Examples:
         Fit ``y = 2x + 1`` with one learning rate for the slope and one for
@@ -227,11 +234,13 @@ def momentum(
         "accumulator_dtype", accumulator_dtype, complex_ok=True
     )
     if hp.is_static_zero(momentum):
-        return chain  # Plain SGD: one fused loop already, and no velocity.
-    return compiled_form(
-        chain,
-        accumulator_dtype=accumulator_dtype,
-        # The update is the new velocity itself: lr inside, without Nesterov.
-        fused_add=convention == "sutskever" and not nesterov,
-        sweep=single_sweep,
+        return checked_inputs(chain)  # Plain SGD: one fused loop already.
+    return checked_inputs(
+        compiled_form(
+            chain,
+            accumulator_dtype=accumulator_dtype,
+            # The update is the new velocity itself: lr inside, without Nesterov.
+            fused_add=convention == "sutskever" and not nesterov,
+            sweep=single_sweep,
+        )
     )

@@ -46,10 +46,11 @@ import optax
 from jax.experimental.shard_alike import shard_alike
 
 from momentax._precision import compute_in
-from momentax._state import MomentumState
+from momentax._state import CountedMomentumState, MomentumState
 from momentax._trees import traced
 
 _FUSION_OPTION = "xla_cpu_use_multi_output_fusion"
+_BufferState = MomentumState | CountedMomentumState
 
 # The wrapped update with its extra arguments bound: (updates, state, params) -> ...
 _Update = Callable[[optax.Updates, Any, optax.Params | None], tuple[optax.Updates, Any]]
@@ -329,7 +330,7 @@ def _compile_probe() -> str:
 def keep_velocity_sharding(
     buffer: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
-    """``buffer``, whose ``MomentumState`` velocity is sharded like the params.
+    """``buffer``, whose state's velocity is sharded like the params.
 
     Under a trace, and where more than one device is visible, each velocity
     leaf is tied to its param at ``init`` and to the old velocity at ``update``
@@ -339,14 +340,15 @@ def keep_velocity_sharding(
     the update's compile time).
 
     Args:
-        buffer: A transformation whose state is a :class:`MomentumState` with
-            a velocity of the params' shapes (its dtype may differ).
+        buffer: A transformation whose state is a :class:`MomentumState` or
+            :class:`CountedMomentumState` with a velocity of the params'
+            shapes (its dtype may differ).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` with ``buffer``'s state.
     """
 
-    def tied(state: MomentumState, like: Any) -> MomentumState:
+    def tied(state: _BufferState, like: Any) -> _BufferState:
         if not traced(state.velocity) or _one_device():
             return state
         like = jax.tree.map(jnp.asarray, like)

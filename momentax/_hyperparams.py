@@ -8,6 +8,7 @@ checked there; traced values (inside ``jax.jit``, or injected by
 are used as given.
 """
 
+import inspect
 import math
 import numbers
 import operator
@@ -106,6 +107,7 @@ def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
             "callable but not a schedule."
         )
     if callable(leaf):
+        _check_arity(name, leaf)
         return  # A schedule's values are only known when it runs.
     allowed = "a float, a JAX scalar, a schedule, or a pytree of those"
     if leaf is None:
@@ -123,6 +125,22 @@ def _check_leaf(name: str, leaf: Any, low: float, high: float) -> None:
     value = float(leaf)  # type: ignore[arg-type]  # a real scalar, checked above
     if not (low <= value <= high and math.isfinite(value)):
         raise ValueError(f"{name} must be {_format_interval(low, high)}; got {leaf!r}.")
+
+
+def _check_arity(name: str, schedule: Callable[..., Any]) -> None:
+    """Checks that ``schedule`` can be called with one argument, the step count."""
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):  # Some builtins have none: call and see.
+        return
+    try:
+        signature.bind(0)
+    except TypeError:
+        raise TypeError(
+            f"{name} is a schedule, so it must take one argument, the step count "
+            f"(as optax's schedules do); {schedule!r} has the signature "
+            f"{signature}. Wrap it, e.g. lambda count: ..."
+        ) from None
 
 
 def check_scalar(name: str, value: Any) -> None:

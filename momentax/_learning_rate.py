@@ -15,6 +15,26 @@ from momentax import _hyperparams as hp
 from momentax._trees import check_like, scalars
 
 
+def _check_state(state: Any, counted: bool) -> None:
+    """Checks that ``state`` is the state this scale's ``init`` returns."""
+    expected = optax.ScaleByScheduleState if counted else optax.EmptyState
+    if isinstance(state, expected):
+        return
+    if counted:
+        why = "learning_rate is a schedule, so the state counts its steps"
+    else:
+        why = "learning_rate is constant, so the state holds nothing"
+    hint = ""
+    if isinstance(state, optax.EmptyState | optax.ScaleByScheduleState):
+        other = "constant" if isinstance(state, optax.EmptyState) else "a schedule"
+        hint = f" (the state of an optimizer whose learning_rate is {other})"
+    raise TypeError(
+        f"The learning rate got the state {type(state).__name__}{hint}, but {why} "
+        f"({expected.__name__}). Pass the state that this optimizer's init "
+        "returned, e.g. update(updates, opt.init(params), params)."
+    )
+
+
 def scale_by_learning_rate(
     learning_rate: hp.HyperParam,
 ) -> optax.GradientTransformationExtraArgs:
@@ -45,6 +65,7 @@ def scale_by_learning_rate(
         **extra_args: Any,
     ) -> tuple[optax.Updates, Any]:
         del extra_args
+        _check_state(state, counted)
         if params is not None:
             check_like(updates, params, "params")
         hp.check_prefix("learning_rate", learning_rate, updates, "updates")

@@ -16,11 +16,12 @@ from jax import lax
 
 from momentax import _hyperparams as hp
 from momentax._codegen import keep_velocity_sharding
-from momentax._state import MomentumState
+from momentax._state import CountedMomentumState, MomentumState
 from momentax._trees import (
     cast,
     check_like,
     check_params,
+    check_updates,
     scalars,
     velocity_dtype,
     wider_dtype,
@@ -42,12 +43,36 @@ def _check_options(momentum: hp.HyperParam, nesterov: Any, dampening: Any) -> No
         )
 
 
+def _check_state(state: Any, expected: type, why: str) -> None:
+    """Checks that ``state`` is the state type this buffer's ``init`` returns."""
+    if isinstance(state, expected):
+        return
+    other = {MomentumState: CountedMomentumState, CountedMomentumState: MomentumState}
+    if isinstance(state, other[expected]):
+        source = (
+            "an optimizer that counts steps (dampening or a momentum schedule)"
+            if isinstance(state, CountedMomentumState)
+            else "an optimizer without dampening or a momentum schedule"
+        )
+        raise TypeError(
+            f"scale_by_momentum's update got a {type(state).__name__}, the state "
+            f"of {source}, but {why}, so its state is a {expected.__name__}. Pass "
+            "the state that this optimizer's init returned."
+        )
+    got = "None" if state is None else type(state).__name__
+    raise TypeError(
+        f"scale_by_momentum's update got a state that is not a {expected.__name__}: "
+        f"{got}. Pass the state that this optimizer's init returned, e.g. "
+        "update(updates, opt.init(params))."
+    )
+
+
 def _no_buffer() -> optax.GradientTransformationExtraArgs:
     """Momentum 0: the identity, whose state says that it holds no buffer."""
 
     def init_fn(params: optax.Params) -> MomentumState:
         check_params(params)
-        return MomentumState(count=None, velocity=None)
+        return MomentumState(velocity=None)
 
     def update_fn(
         updates: optax.Updates,
@@ -56,6 +81,14 @@ def _no_buffer() -> optax.GradientTransformationExtraArgs:
         **extra_args: Any,
     ) -> tuple[optax.Updates, MomentumState]:
         del params, extra_args
+        _check_state(state, MomentumState, "momentum=0 keeps no buffer")
+        if state.velocity is not None:
+            raise TypeError(
+                "scale_by_momentum(0) keeps no buffer, but the state holds one: it "
+                "comes from an optimizer with momentum. Pass the state that this "
+                "optimizer's init returned."
+            )
+        check_updates(updates)
         return updates, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -85,9 +118,12 @@ def scale_by_momentum(
     (see :func:`momentax.momentum`, which does both).
 
     The state holds a step count only when something reads it (a momentum
-    schedule, or dampening). The buffer keeps its dtype and, under ``jax.jit``
-    on a mesh, its param's sharding. Changing a schedule's values never
-    recompiles a jitted step; changing a Python number passed here does.
+    schedule, or dampening). Python numbers and integer arrays are accepted as
+    updates: an integer update is taken at its value, and its output has the
+    buffer's dtype (as ``optax.trace`` promotes it) rather than its own. The
+    buffer keeps its dtype and, under ``jax.jit`` on a mesh, its param's
+    sharding. Changing a schedule's values never recompiles a jitted step;
+    changing a Python number passed here does.
 
     Args:
         momentum: :math:`\mu` in [0, 1]: a float, a JAX scalar, a schedule of
@@ -105,14 +141,19 @@ def scale_by_momentum(
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state is a
-        :class:`MomentumState` (with ``velocity=None`` for momentum 0).
+        :class:`CountedMomentumState` when something reads the step count (a
+        momentum schedule, or dampening), else a :class:`MomentumState` (with
+        ``velocity=None`` for momentum 0).
 
     Raises:
         ValueError: A value is outside its range, or Nesterov is asked for
             without momentum or with dampening. At ``init``: the params are not
             floating point, or a per-leaf value does not match them. At
             ``update``: the updates do not match the buffer.
-        TypeError: An argument has the wrong type.
+        TypeError: An argument has the wrong type. At ``update``: an update
+            is boolean or not a number, or the state is not the one ``init``
+            returns (e.g. the state of an undamped buffer given to a damped
+            one).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -144,7 +185,7 @@ def scale_by_momentum(
     damped = not hp.is_static_zero(dampening)
     counted = damped or hp.has_schedule(momentum)
 
-    def init_fn(params: optax.Params) -> MomentumState:
+    def init_fn(params: optax.Params) -> MomentumState | CountedMomentumState:
         check_params(params, accumulator_dtype)
         hp.check_prefix("momentum", momentum, params)
         velocity = jax.tree.map(
@@ -153,32 +194,38 @@ def scale_by_momentum(
             ),
             jax.tree.map(jnp.asarray, params),
         )
-        count = jnp.zeros([], jnp.int32) if counted else None
-        return MomentumState(count=count, velocity=velocity)
+        if counted:
+            return CountedMomentumState(jnp.zeros([], jnp.int32), velocity)
+        return MomentumState(velocity)
 
     def update_fn(
         updates: optax.Updates,
-        state: MomentumState,
+        state: MomentumState | CountedMomentumState,
         params: optax.Params | None = None,
         **extra_args: Any,
-    ) -> tuple[optax.Updates, MomentumState]:
+    ) -> tuple[optax.Updates, MomentumState | CountedMomentumState]:
         del extra_args
-        if not isinstance(state, MomentumState):
-            raise TypeError(
-                "scale_by_momentum's update got a state that is not a "
-                f"MomentumState: {type(state).__name__}. Pass the state that this "
-                "optimizer's init returned."
-            )
+        if counted:
+            why = "dampening" if damped else "a momentum schedule"
+            _check_state(state, CountedMomentumState, f"{why} reads the step count")
+        else:
+            why = "no dampening or momentum schedule reads a step count"
+            _check_state(state, MomentumState, why)
+        count = state.count if isinstance(state, CountedMomentumState) else None
+        check_updates(updates)
         check_like(updates, state.velocity, "velocity")
         if params is not None:
             check_like(updates, params, "params")
         hp.check_prefix("momentum", momentum, updates, "updates")
-        momenta = hp.resolve("momentum", momentum, state.count, updates)
+        if not jax.tree.leaves(updates):  # Nothing to accumulate (optax.masked).
+            return updates, _next(count, state.velocity)
+        momenta = hp.resolve("momentum", momentum, count, updates)
         as_dtype = scalars(jnp.asarray)
 
         # lax, not jnp operators, and no casts that change nothing: all operands
         # have one dtype here, and this runs once per leaf at every trace.
-        def leaf(g: jax.Array, v: jax.Array, mu: Any) -> tuple[jax.Array, jax.Array]:
+        def leaf(g: Any, v: jax.Array, mu: Any) -> tuple[jax.Array, jax.Array]:
+            g = g if isinstance(g, jax.Array) else jnp.asarray(g)  # Python numbers
             dtype = wider_dtype(g.dtype, v.dtype)
             x = cast(g, dtype)
             mu = as_dtype(mu, dtype)
@@ -186,22 +233,33 @@ def scale_by_momentum(
                 # As torch.optim.SGD: the first step is undamped (b_1 = g_1), and
                 # dampening does nothing where momentum is 0.
                 keep = 1 - jnp.asarray(dampening, dtype)
-                undamped = (state.count == 0) | (mu == 0)
+                undamped = (count == 0) | (mu == 0)
                 x_in = jnp.where(undamped, jnp.ones_like(keep), keep) * x
             else:
                 x_in = x
             new_v = lax.add(lax.mul(mu, cast(v, dtype)), x_in)
             out = lax.add(x, lax.mul(mu, new_v)) if nesterov else new_v
-            return cast(out, g.dtype), cast(new_v, v.dtype)
+            # An integer update comes out in the dtype it was accumulated in.
+            integer = g.dtype != dtype and not jnp.issubdtype(g.dtype, jnp.inexact)
+            out_dtype = dtype if integer else g.dtype
+            return cast(out, out_dtype), cast(new_v, v.dtype)
 
         steps = jax.tree.map(leaf, updates, state.velocity, momenta)
         outer = jax.tree.structure(updates)
         new_updates, new_velocity = jax.tree.transpose(
             outer, jax.tree.structure((0, 0)), steps
         )
-        count = None if state.count is None else optax.safe_increment(state.count)
-        return new_updates, MomentumState(count=count, velocity=new_velocity)
+        return new_updates, _next(count, new_velocity)
 
     return keep_velocity_sharding(
         optax.GradientTransformationExtraArgs(init_fn, update_fn)
     )
+
+
+def _next(
+    count: jax.Array | None, velocity: optax.Updates
+) -> MomentumState | CountedMomentumState:
+    """The state after a step: the count, if there is one, moved on by one."""
+    if count is None:
+        return MomentumState(velocity)
+    return CountedMomentumState(optax.safe_increment(count), velocity)

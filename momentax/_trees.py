@@ -1,5 +1,6 @@
 """Checks and dtypes of the trees the transforms see: params, updates, buffers."""
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +103,14 @@ def _number_hint(leaf: Any) -> str:
     return ""
 
 
+_FIXES = {
+    "params": "Pass the params the updates are the gradients of: "
+    "update(updates, state, params).",
+    "velocity": "Pass the state that init returned for params of the updates' "
+    "structure.",
+}
+
+
 def check_like(updates: Any, other: Any, what: str) -> None:
     """Checks that ``updates`` has the tree structure and shapes of ``other``.
 
@@ -113,7 +122,8 @@ def check_like(updates: Any, other: Any, what: str) -> None:
     if updates_structure != other_structure:  # type: ignore[operator]
         raise ValueError(
             f"The updates do not have the structure of the {what}.\n"
-            f"  updates: {updates_structure}\n  {what}: {other_structure}"
+            f"  updates: {updates_structure}\n  {what}: {other_structure}\n"
+            + _FIXES.get(what, "")
         )
     mismatches = [
         f"  {jax.tree_util.keystr(path)}: updates {jnp.shape(u)}, {what} {jnp.shape(o)}"
@@ -128,4 +138,57 @@ def check_like(updates: Any, other: Any, what: str) -> None:
         raise ValueError(
             f"The updates do not have the shapes of the {what}:\n"
             + "\n".join(mismatches)
+            + f"\n{_FIXES.get(what, '')}"
         )
+
+
+def _judge(leaf: Any) -> tuple[str, bool]:
+    """What makes ``leaf`` no update (with the fix), or ``""``; and if it is integer."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None and isinstance(leaf, numbers.Number):
+        dtype = jnp.result_type(leaf)  # A Python number (bool included).
+    if dtype is None:
+        return (
+            f"must be an array or a number; got {type(leaf).__name__}. Pass the "
+            "gradients, e.g. from jax.grad(loss)(params)",
+            False,
+        )
+    if dtype == jnp.bool_:
+        return (
+            "has dtype bool, which is not a gradient: pass floating-point "
+            "gradients (a 0/1 mask becomes one with mask.astype(jnp.float32); to "
+            "leave leaves out, use optax.masked)",
+            False,
+        )
+    if not jnp.issubdtype(dtype, jnp.number):
+        return f"has dtype {dtype}, not a number; pass floating-point gradients", False
+    return "", bool(jnp.issubdtype(dtype, jnp.integer))
+
+
+def check_updates(updates: Any) -> bool:
+    """Checks that every update is a number or an array of numbers, not booleans.
+
+    Only dtypes are read, so the check holds under ``jit``.
+
+    Returns:
+        Whether some update is an integer.
+
+    Raises:
+        TypeError: Naming the first leaf that is boolean or not numeric.
+    """
+    # Leaves share a few dtypes: each is judged once (this runs at every trace).
+    verdicts: dict[Any, tuple[str, bool]] = {}
+    any_integer = False
+    for index, leaf in enumerate(jax.tree.leaves(updates)):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            problem, integer = _judge(leaf)
+        else:
+            if dtype not in verdicts:
+                verdicts[dtype] = _judge(leaf)
+            problem, integer = verdicts[dtype]
+        if problem:
+            path, _ = jax.tree_util.tree_leaves_with_path(updates)[index]
+            raise TypeError(f"updates{jax.tree_util.keystr(path)} {problem}.")
+        any_integer = any_integer or integer
+    return any_integer

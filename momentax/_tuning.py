@@ -64,7 +64,8 @@ def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTu
         A :class:`HeavyBallTuning` with the learning rate, momentum and rate.
 
     Raises:
-        ValueError: If a curvature is not finite and positive, or ``m > L``.
+        ValueError: If a curvature is not finite and positive, ``m > L``, or
+            :math:`L` is so small that the learning rate overflows a float.
 
     Examples:
         >>> import momentax
@@ -89,5 +90,15 @@ def heavy_ball_tuning(max_curvature: float, min_curvature: float) -> HeavyBallTu
     # written without kappa itself: L / m overflows to inf for extreme curvatures.
     root_big, root_small = math.sqrt(big), math.sqrt(small)
     rate = (root_big - root_small) / (root_big + root_small)
-    learning_rate = 4.0 / (math.sqrt(big) + math.sqrt(small)) ** 2
+    try:
+        learning_rate = 4.0 / (root_big + root_small) ** 2
+    except ZeroDivisionError:
+        learning_rate = math.inf
+    if not math.isfinite(learning_rate):
+        raise ValueError(
+            f"max_curvature={max_curvature!r} (with min_curvature={min_curvature!r}) "
+            "is so small that the learning rate 4 / (sqrt(L) + sqrt(m))^2 exceeds "
+            "the largest float: rescale the loss (multiply it by a large factor) so "
+            "that its largest curvature is at least about 1e-308."
+        )
     return HeavyBallTuning(learning_rate, rate**2, rate)

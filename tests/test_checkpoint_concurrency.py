@@ -101,11 +101,11 @@ def test_a_killed_save_leaves_no_step_and_the_next_writer_takes_over(
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     directory = tmp_path / "ckpt"
-    assert sorted(os.listdir(directory)) == [
-        "1",
-        "2.orbax-checkpoint-tmp",
-        "momentax.lock",
-    ]
+    # Step 2 is left unfinished in Orbax's temporary folder (some Orbax versions
+    # add a numeric suffix: 2.orbax-checkpoint-tmp-4).
+    one, unfinished, lock = sorted(os.listdir(directory))
+    assert (one, lock) == ("1", "momentax.lock")
+    assert unfinished.startswith("2.orbax-checkpoint-tmp"), unfinished
     manager = momentax.training.CheckpointManager(directory)
     assert manager.all_steps() == [1] and manager.latest_step() == 1
     with pytest.warns(UserWarning, match=f"process \\({child.pid}\\) has ended") as w:

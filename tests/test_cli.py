@@ -3,6 +3,8 @@
 import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -17,6 +19,14 @@ from momentax.tasks import cli as _cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KINDS = ("losses", "surface", "k-dynamics")
+# The line the CLI prints on stderr once a fit has taken a second: on a busy
+# machine even the tiny task's 20 epochs (mostly compilation) can take that long.
+PROGRESS = re.compile(r"^.+: \d+/\d+ epochs \(\d+%\), \d+\.\d s\n", re.M)
+
+
+def without_progress(stderr):
+    """Returns ``stderr`` less the progress lines, which depend on the clock."""
+    return PROGRESS.sub("", stderr)
 
 
 def run_cli(*argv):
@@ -293,7 +303,7 @@ def test_failing_stdout_gives_a_status_not_a_traceback(
 ):
     argv = ["--task", "tiny", "--epochs", "5", "--no-plots", *mode]
     assert _cli.main(argv, stdout=Failing(error)) == status
-    err = capsys.readouterr().err
+    err = without_progress(capsys.readouterr().err)
     if message:
         assert f"momentax: error: cannot write the results to stdout: {message}" in err
     else:
@@ -330,7 +340,7 @@ def test_full_disk_gives_a_message_and_status_1():
             check=False,
         )
     assert done.returncode == 1
-    assert done.stderr == (
+    assert without_progress(done.stderr) == (
         "momentax: error: cannot write the results to stdout: No space left on device\n"
     )
 
@@ -356,6 +366,45 @@ def test_closed_stdout_gives_a_message_and_status_1():
     assert "momentax: error: stdout is closed" in done.stderr
 
 
+INTERRUPTED = "momentax: interrupted (Ctrl-C); nothing more was written\n"
+
+
+def test_ctrl_c_during_training_gives_one_line_and_status_130(monkeypatch, capsys):
+    # Raised from fit's callback, so the KeyboardInterrupt carries fit's resume
+    # note; the command prints neither it nor a traceback.
+    def progress(*args, **kwargs):
+        def callback(done, total):
+            raise KeyboardInterrupt
+
+        return callback
+
+    monkeypatch.setattr(_cli, "Progress", progress)
+    status, out = run_cli("--task", "tiny", "--no-plots")
+    assert status == _cli.EXIT_INTERRUPTED == 130
+    assert out == ""
+    assert capsys.readouterr().err == INTERRUPTED
+
+
+@pytest.mark.slow
+def test_sigint_ends_the_command_with_status_130():
+    # 2,000,000 epochs run in calls of 100,000, with a progress line after each
+    # call once a second has passed: the first line says training has started.
+    with subprocess.Popen(
+        [sys.executable, "-m", "momentax", "--epochs", "2000000", "--no-plots"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, MPLBACKEND="Agg"),
+    ) as process:
+        first = process.stderr.readline()
+        assert first.startswith("sgd: "), first
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=300) == 130
+        assert process.stdout.read() == ""
+    assert rest == INTERRUPTED, rest
+
+
 def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")  # argparse wraps the options to it
     with pytest.raises(SystemExit):
@@ -367,7 +416,12 @@ def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
     for title in (tasks.BLOG_TITLE, tasks.NOTEBOOK_TITLE):
         assert f'"{title}"' in text
     assert "MB per million epochs" in text and "10,000,000 epochs costs" in text
-    for status in ("0 done", "3 done, but a run diverged", "2 a bad option"):
+    for status in (
+        "0 done",
+        "3 done, but a run diverged",
+        "2 a bad option",
+        "130 interrupted by Ctrl-C",
+    ):
         assert status in text
     assert "the post" not in text and "the notebook's" not in text
 

@@ -6,6 +6,7 @@ the fix, of what would train wrongly (integer params, a class taken for a
 schedule, the state of another optimizer).
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -248,3 +249,159 @@ def test_the_update_is_the_buffer_bit_for_bit(dtype, jit):
         np.asarray(updates["w"]).view(bits),
         np.asarray(velocity).view(bits),
     )
+
+
+def _momentum_and_sgd(convention):
+    """A momentax optimizer and the optax.sgd that gives its numbers."""
+    mine = momentax.momentum(0.1, 0.9, convention=convention)
+    return mine, optax.sgd(0.1, 0.9)
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize("with_params", [True, False])
+@pytest.mark.parametrize("jit", [False, True])
+def test_integer_gradients_give_optax_sgds_float_updates(convention, with_params, jit):
+    # Taken at their value in the params' dtype (without params, the default
+    # float dtype), as optax.sgd's arithmetic promotes them; 0.1.0 cast the
+    # learning rate to the integer dtype and gave zero updates.
+    mine, sgd = _momentum_and_sgd(convention)
+    grads = {"w": jnp.array([10, -20, 30], jnp.int32), "b": jnp.array(4, jnp.int32)}
+    float_grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+    params = PARAMS if with_params else None
+    update = jax.jit(mine.update) if jit else mine.update
+    state, expected_state = mine.init(PARAMS), sgd.init(PARAMS)
+    for _ in range(3):
+        updates, state = update(grads, state, params)
+        expected, expected_state = sgd.update(float_grads, expected_state, PARAMS)
+        for got, want in zip(
+            jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True
+        ):
+            assert got.dtype == jnp.float32
+            # Both conventions are optax.sgd's numbers at a constant rate, up to
+            # float32 rounding of the order of the operations (a few ulps).
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_integer_updates_of_scale_by_momentum_come_out_in_the_buffers_dtype():
+    grads = {"w": jnp.array([1, 2, 3], jnp.int32), "b": jnp.array(-1, jnp.int32)}
+    mine, trace = momentax.scale_by_momentum(0.5), optax.trace(0.5)
+    state, expected_state = mine.init(PARAMS), trace.init(PARAMS)
+    for _ in range(2):
+        updates, state = mine.update(grads, state)
+        expected, expected_state = trace.update(
+            jax.tree.map(lambda g: g.astype(jnp.float32), grads), expected_state
+        )
+    chex.assert_trees_all_equal(updates, expected)  # exact: 1 + 0.5 * 1 etc.
+    chex.assert_trees_all_equal_dtypes(state.velocity, PARAMS)
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_learning_rate_schedules_count_is_found_as_in_optax_sgd(convention, jit):
+    schedule = optax.linear_schedule(0.1, 0.01, 10)
+    mine = momentax.momentum(schedule, 0.9, convention=convention)
+    sgd = optax.sgd(schedule, 0.9)
+    update = jax.jit(mine.update) if jit else mine.update
+    state, sgd_state = mine.init(PARAMS), sgd.init(PARAMS)
+    for _ in range(3):
+        _, state = update(GRADS, state, PARAMS)
+        _, sgd_state = sgd.update(GRADS, sgd_state, PARAMS)
+    assert int(optax.tree.get(state, "count")) == 3
+    assert int(optax.tree.get(state, "count")) == int(
+        optax.tree.get(sgd_state, "count")
+    )
+
+
+def test_the_buffers_state_type_says_whether_it_counts():
+    plain = momentax.scale_by_momentum(0.9).init(PARAMS)
+    assert type(plain) is momentax.MomentumState
+    for counted in (
+        momentax.scale_by_momentum(0.9, dampening=0.5),
+        momentax.scale_by_momentum(lambda count: 0.9),
+    ):
+        assert type(counted.init(PARAMS)) is momentax.CountedMomentumState
+    assert momentax.MomentumState._fields == ("velocity",)
+    assert momentax.CountedMomentumState._fields == ("count", "velocity")
+
+
+EMPTY_TREES = [{}, None, [], (), {"a": {}, "b": []}]
+
+
+@pytest.mark.parametrize("tree", EMPTY_TREES, ids=repr)
+@pytest.mark.parametrize("name", TRANSFORMS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_empty_trees_as_optax_sgd(tree, name, jit):
+    opt = TRANSFORMS[name]()
+    update = jax.jit(opt.update) if jit else opt.update
+    state = opt.init(tree)
+    if tree is None and name == "everything":
+        # params=None means "no params", which weight decay needs (as in
+        # optax.add_decayed_weights).
+        with pytest.raises(ValueError, match=r"weight_decay=0\.001 needs the params"):
+            update(tree, state, tree)
+        return
+    for _ in range(2):
+        updates, state = update(tree, state, tree)
+    expected, _ = optax.sgd(0.1, 0.9).update(tree, optax.sgd(0.1, 0.9).init(tree))
+    assert jax.tree.structure(updates) == jax.tree.structure(expected)
+    # The count, where there is one, still counts the steps.
+    assert helpers.counts(state) in ([], [2], [2, 2])
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_masked_with_nothing_selected_as_optax_sgd(convention, jit):
+    mask = jax.tree.map(lambda _: False, PARAMS)
+    mine = optax.masked(momentax.momentum(0.1, 0.9, convention=convention), mask)
+    sgd = optax.masked(optax.sgd(0.1, 0.9), mask)
+    update = jax.jit(mine.update) if jit else mine.update
+    updates, _ = update(GRADS, mine.init(PARAMS), PARAMS)
+    expected, _ = sgd.update(GRADS, sgd.init(PARAMS), PARAMS)
+    chex.assert_trees_all_equal(updates, expected)  # the gradients, unchanged
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_multi_transform_label_no_param_uses_as_optax_sgd(convention, jit):
+    labels = jax.tree.map(lambda _: "plain", PARAMS)
+    mine = optax.multi_transform(
+        {
+            "momentum": momentax.momentum(0.1, 0.9, convention=convention),
+            "plain": optax.sgd(0.3),
+        },
+        labels,
+    )
+    theirs = optax.multi_transform(
+        {"momentum": optax.sgd(0.1, 0.9), "plain": optax.sgd(0.3)}, labels
+    )
+    update = jax.jit(mine.update) if jit else mine.update
+    updates, _ = update(GRADS, mine.init(PARAMS), PARAMS)
+    expected, _ = theirs.update(GRADS, theirs.init(PARAMS), PARAMS)
+    chex.assert_trees_all_equal(updates, expected)  # the plain sgd alone, both ways
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+def test_python_float_gradients_as_optax_sgd(convention):
+    mine, sgd = _momentum_and_sgd(convention)
+    params = {"w": 1.0, "b": -2.0}
+    grads = {"w": 0.5, "b": -0.25}
+    state, sgd_state = mine.init(params), sgd.init(params)
+    for _ in range(3):
+        updates, state = mine.update(grads, state, params)
+        expected, sgd_state = sgd.update(grads, sgd_state, params)
+    for got, want in zip(
+        jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True
+    ):
+        assert isinstance(got, jax.Array) and got.dtype == jnp.float32
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # a few float32 ulps
+
+
+@pytest.mark.parametrize("dampening", [0.0, 0.5])
+def test_python_float_gradients_into_scale_by_momentum(dampening):
+    opt = momentax.scale_by_momentum(0.5, dampening=dampening)
+    state = opt.init({"w": 1.0})
+    for _ in range(2):
+        updates, state = opt.update({"w": 2.0}, state)
+    # b1 = 2, b2 = 0.5 * 2 + (1 - d) * 2: exact in float32.
+    assert updates["w"].dtype == jnp.float32
+    assert float(updates["w"]) == 1.0 + (1 - dampening) * 2.0

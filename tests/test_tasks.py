@@ -94,10 +94,28 @@ class DataTest(parameterized.TestCase):
         ("no_train", {"num_points": 2, "test_fraction": 0.5}, ValueError, "2 training"),
         ("float64", {"dtype": jnp.float64}, ValueError, "64-bit"),
         ("int_dtype", {"dtype": jnp.int32}, ValueError, "floating"),
+        ("triple_range", {"x_range": (0, 1, 2)}, TypeError, r"x_range must be a pair"),
+        ("number_range", {"x_range": 5}, TypeError, r"x_range must be a pair"),
+        ("text_bound", {"x_range": (0, "1")}, TypeError, r"x_range\[1\] must be a"),
+        ("bool_slope", {"slope": np.True_}, TypeError, "slope must be a real number"),
     )
     def test_rejects(self, kwargs, error, message):
         with pytest.raises(error, match=message):
             tasks.noisy_line(**kwargs)
+
+    def test_numpy_scalars_are_the_numbers_they_hold(self):
+        given = tasks.noisy_line(
+            slope=np.float32(4.0),
+            intercept=np.int64(3),
+            x_range=(np.float64(0.0), np.float32(1.0)),
+            noise_std=np.float64(1.0),
+            test_fraction=np.float64(0.2),
+        )
+        expected = tasks.noisy_line()
+        for got, want in zip(
+            jax.tree.leaves(given), jax.tree.leaves(expected), strict=True
+        ):
+            np.testing.assert_array_equal(got, want)
 
 
 class OptimumTest(parameterized.TestCase):
@@ -176,10 +194,23 @@ class HeavyBallTuningTest(parameterized.TestCase):
             TypeError,
             "max_curvature must be a concrete real number",
         ),
+        (
+            # 4 / (sqrt(L) + sqrt(m))^2 is about 1/L: above the largest float.
+            "lr_overflows",
+            (5e-324, 5e-324),
+            ValueError,
+            "max_curvature=5e-324 .* is so small that the learning rate .* exceeds",
+        ),
     )
     def test_rejects(self, args, error, message):
         with pytest.raises(error, match=message):
             momentax.heavy_ball_tuning(*args)
+
+    def test_tiny_curvatures_give_a_finite_rate_while_it_fits(self):
+        # lr = 4 / (2 sqrt(L))^2 = 1 / L: finite for L = 1e-308, not for 5e-324.
+        tuning = momentax.heavy_ball_tuning(1e-308, 1e-308)
+        assert math.isfinite(tuning.learning_rate)
+        assert tuning.learning_rate == pytest.approx(1e308, rel=1e-12)
 
     def test_rejects_traced_curvature(self):
         with pytest.raises(TypeError, match="not traced"):
@@ -276,6 +307,30 @@ class ComparisonTest(parameterized.TestCase):
     def test_contenders_reject(self, kwargs, message):
         with pytest.raises(ValueError, match=message):
             tasks.contenders(tasks.tiny_line(), **kwargs)
+
+    @parameterized.named_parameters(
+        ("text_lr", {"learning_rate": "0.1"}, r"learning_rate .* pass float\('0.1'\)"),
+        ("text_momentum", {"momentum": "0.9"}, r"momentum .* pass float\('0.9'\)"),
+        ("bool_lr", {"learning_rate": True}, "learning_rate must be a real number"),
+        ("array_momentum", {"momentum": [0.9]}, "momentum must be a real number"),
+    )
+    def test_contenders_reject_non_numbers(self, kwargs, message):
+        with pytest.raises(TypeError, match=message):
+            tasks.contenders(tasks.tiny_line(), **kwargs)
+
+    def test_contenders_take_numpy_numbers(self):
+        task = tasks.tiny_line()
+        given = tasks.contenders(
+            task, learning_rate=np.float32(0.5), momentum=np.float64(0.5)
+        )
+        assert (given[1].learning_rate, given[1].momentum) == (0.5, 0.5)
+        assert type(given[1].learning_rate) is float
+
+    @parameterized.parameters(0, -1, 2.5)
+    def test_run_names_its_epochs(self, epochs):
+        task = tasks.tiny_line()
+        with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+            tasks.run(task, tasks.contenders(task)[0], epochs)
 
     def test_blog_settings_reach_least_squares(self):
         task = tasks.noisy_line()
@@ -432,3 +487,18 @@ class WideRegressionTest(parameterized.TestCase):
     def test_rejects_bad_sizes(self, overrides, name):
         with pytest.raises(ValueError, match=name):
             tasks.wide_regression(**overrides)
+
+    @parameterized.parameters(jnp.int32, jnp.bool_, "int8")
+    def test_rejects_non_floating_dtypes(self, dtype):
+        # Integer data would truncate x and y (noisy_line refuses them too).
+        with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+            tasks.wide_regression(num_examples=8, num_features=4, dtype=dtype)
+        with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+            tasks.linear_init(4, 2, dtype)
+
+    @parameterized.parameters(
+        ((-1, 2), "num_features"), ((2, 0), "num_outputs"), ((2.0, 2), "num_features")
+    )
+    def test_linear_init_rejects_bad_sizes(self, sizes, name):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+            tasks.linear_init(*sizes)

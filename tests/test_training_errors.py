@@ -195,6 +195,20 @@ class ValidationTest(parameterized.TestCase):
         ("bad_per_call", {"steps_per_call": -1}, ValueError, "steps_per_call"),
         ("zero_per_call", {"steps_per_call": 0}, ValueError, "steps_per_call"),
         ("bool_per_call", {"steps_per_call": True}, ValueError, "steps_per_call"),
+        (
+            # One compiled lax.scan counts its steps in int32.
+            "steps_beyond_int32",
+            {"num_steps": 2**31},
+            ValueError,
+            r"num_steps=2147483648 is more steps than one compiled call can run "
+            r"\(2147483647: .*\); pass steps_per_call",
+        ),
+        (
+            "per_call_beyond_int32",
+            {"num_steps": 2**40, "steps_per_call": 2**31},
+            ValueError,
+            r"steps_per_call=2147483648 is more steps than one compiled call",
+        ),
         ("repeated_record", {"record": ("loss", "loss")}, ValueError, "more than once"),
         ("stacked_not_bool", {"stacked": 1}, TypeError, "stacked must be"),
         ("bad_loss", {"loss_fn": "mse"}, TypeError, "loss_fn"),

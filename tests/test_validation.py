@@ -243,3 +243,146 @@ def test_complex_accumulator_needs_complex_params(convention):
     opt = momentax.momentum(0.1, accumulator_dtype=jnp.complex64, convention=convention)
     with pytest.raises(ValueError, match=r"complex but params\['b'\] is real"):
         opt.init(PARAMS)
+
+
+BUFFERS = {
+    "sutskever": lambda: momentax.momentum(0.1, 0.9),
+    "pytorch": lambda: momentax.momentum(0.1, 0.9, convention="pytorch"),
+    "plain_sgd": lambda: momentax.momentum(0.1, 0),
+    "scale_by_momentum": lambda: momentax.scale_by_momentum(0.9),
+    "scale_by_momentum_zero": lambda: momentax.scale_by_momentum(0),
+}
+
+
+@pytest.mark.parametrize("name", BUFFERS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_bool_gradients_are_named_with_the_fix(name, jit):
+    opt = BUFFERS[name]()
+    update = jax.jit(opt.update) if jit else opt.update
+    grads = {"k": jnp.zeros([3]), "b": jnp.array(True)}
+    with pytest.raises(
+        TypeError, match=r"updates\['b'\] has dtype bool, .* mask.astype"
+    ):
+        update(grads, opt.init(PARAMS))
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize(
+    "params", [{"k": jnp.zeros([3]), "c": jnp.zeros([])}, [jnp.zeros([3])]]
+)
+@pytest.mark.parametrize("jit", [False, True])
+def test_weight_decay_with_params_of_another_structure(convention, params, jit):
+    opt = momentax.momentum(0.1, weight_decay=1e-3, convention=convention)
+    update = jax.jit(opt.update) if jit else opt.update
+    with pytest.raises(
+        ValueError, match="do not have the structure of the params"
+    ) as error:
+        update(PARAMS, opt.init(PARAMS), params)
+    assert "params: PyTreeDef(" in str(error.value)
+    assert "Pass the params the updates are the gradients of" in str(error.value)
+
+
+@pytest.mark.parametrize("name", BUFFERS)
+@pytest.mark.parametrize("state", [None, {"velocity": PARAMS}])
+def test_a_state_that_is_not_the_inits_is_named(name, state):
+    opt = BUFFERS[name]()
+    with pytest.raises(TypeError, match=r"state.*init") as error:
+        opt.update(PARAMS, state, PARAMS)
+    assert ("None" if state is None else "dict") in str(error.value)
+
+
+DAMPED_FROM_UNDAMPED = [
+    # (the optimizer that runs, the optimizer whose fresh state it is given)
+    (
+        lambda: momentax.momentum(0.1, 0.9, dampening=0.5),
+        lambda: momentax.momentum(0.1, 0.9),
+        "got a MomentumState, the state of an optimizer without dampening",
+    ),
+    (
+        lambda: momentax.momentum(0.1, lambda count: 0.9, convention="pytorch"),
+        lambda: momentax.momentum(0.1, 0.9, convention="pytorch"),
+        "got a MomentumState, .* but a momentum schedule reads the step count",
+    ),
+    (
+        lambda: momentax.momentum(0.1, 0.9),
+        lambda: momentax.momentum(0.1, 0.9, dampening=0.5),
+        "got a CountedMomentumState, the state of an optimizer that counts steps",
+    ),
+    (
+        lambda: momentax.scale_by_momentum(0.9, dampening=0.5),
+        lambda: momentax.scale_by_momentum(0.9),
+        "so its state is a CountedMomentumState",
+    ),
+    (
+        lambda: momentax.scale_by_momentum(0),
+        lambda: momentax.scale_by_momentum(0.9),
+        r"scale_by_momentum\(0\) keeps no buffer, but the state holds one",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "make_other", "message"), DAMPED_FROM_UNDAMPED)
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_buffer_state_with_or_without_a_count_is_refused(
+    make, make_other, message, jit
+):
+    # fit compares the state with init's; plain update checks the state's type,
+    # so a damped optimizer never runs on an undamped state with count None.
+    opt = make()
+    update = jax.jit(opt.update) if jit else opt.update
+    with pytest.raises(TypeError, match=message):
+        update(PARAMS, make_other().init(PARAMS), PARAMS)
+
+
+@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_schedule_given_a_constant_rates_state_is_named(convention, jit):
+    schedule = momentax.momentum(
+        optax.linear_schedule(0.1, 0.0, 5), 0.9, convention=convention
+    )
+    constant = momentax.momentum(0.1, 0.9, convention=convention)
+    for opt, other, message in [
+        (
+            schedule,
+            constant,
+            "got the state EmptyState .* but learning_rate is a schedule",
+        ),
+        (
+            constant,
+            schedule,
+            "got the state ScaleByScheduleState .* but learning_rate is constant",
+        ),
+    ]:
+        update = jax.jit(opt.update) if jit else opt.update
+        with pytest.raises(TypeError, match=message):
+            update(PARAMS, other.init(PARAMS), PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"learning_rate": lambda: 0.1}, "learning_rate"),
+        ({"learning_rate": lambda step, total: 0.1}, "learning_rate"),
+        ({"learning_rate": 0.1, "momentum": lambda step, total: 0.9}, "momentum"),
+        ({"learning_rate": {"k": 0.1, "b": lambda: 0.1}}, r"learning_rate\['b'\]"),
+    ],
+)
+def test_schedules_of_the_wrong_arity_are_named(kwargs, name):
+    with pytest.raises(
+        TypeError, match=f"{name} is a schedule, so it must take one argument"
+    ):
+        momentax.momentum(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        lambda count, scale=1.0: 0.1 * scale,
+        lambda *args: 0.1,
+        optax.linear_schedule(0.1, 0.0, 5),
+        jnp.cos,  # no Python signature to read: accepted, and called as it is
+    ],
+)
+def test_schedules_that_take_one_argument_are_accepted(schedule):
+    opt = momentax.momentum(schedule, 0.9)
+    opt.update(PARAMS, opt.init(PARAMS), PARAMS)

@@ -1,5 +1,6 @@
 """The comparison the main job runs: plain SGD, momentum, Nesterov and heavy ball."""
 
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -9,6 +10,7 @@ import optax
 
 from momentax import heavy_ball_tuning
 from momentax import momentum as momentum_transform
+from momentax.hyperparams import check_integer
 from momentax.tasks._exact import Optimum, curvature_bounds, exact_loss
 from momentax.tasks._line import LineTask, init_params, mse_loss
 from momentax.training import fit
@@ -54,6 +56,17 @@ def momentum_problem(momentum: float) -> str:
     return ""
 
 
+def _real(name: str, value: object) -> float:
+    """``value`` as a float, if it is a Python or NumPy real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number (a Python or NumPy int or float); got "
+            f"{value!r} of type {type(value).__name__}"
+            + (f": pass float({value!r})." if isinstance(value, str) else ".")
+        )
+    return float(value)
+
+
 def contenders(
     task: LineTask,
     *,
@@ -68,11 +81,13 @@ def contenders(
     of the training loss.
 
     Raises:
+        TypeError: If ``learning_rate`` or ``momentum`` is not a real number.
         ValueError: If ``learning_rate`` is not > 0, or ``momentum`` not in
             (0, 1], or another check of :func:`momentax.momentum` fails.
     """
     lr = task.reference.learning_rate if learning_rate is None else learning_rate
     mu = task.reference.momentum if momentum is None else momentum
+    lr, mu = _real("learning_rate", lr), _real("momentum", mu)
     problem = momentum_problem(mu)
     if not lr > 0:
         raise ValueError(f"learning_rate must be > 0 to train; got {lr!r}.")
@@ -135,7 +150,11 @@ def run(
     once, at the end. The losses along the trajectory are then evaluated exactly
     (:func:`exact_loss`, float64), so that the gap to the optimum is not hidden
     under float32 rounding.
+
+    Raises:
+        ValueError: If ``epochs`` is not an integer >= 1.
     """
+    epochs = check_integer("epochs", epochs, low=1)
     result = fit(
         mse_loss,
         contender.optimizer,

@@ -1,6 +1,7 @@
 """The line-fitting task momentax started from: data, model, loss and optimum."""
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -76,11 +77,27 @@ TINY_REFERENCE = Reference(epochs=20, learning_rate=0.1, momentum=0.9)
 
 
 def _finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number; got {value!r}.")
+    # numbers.Real covers NumPy's real scalars; bool is a number to Python only.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number (a Python or NumPy int or float); "
+            f"got {value!r} of type {type(value).__name__}."
+        )
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite; got {value!r}.")
     return float(value)
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    """``value`` as ``(low, high)``: two finite real numbers."""
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a pair (low, high) of real numbers, e.g. (0.0, 1.0); "
+            f"got {value!r}."
+        ) from None
+    return _finite(f"{name}[0]", low), _finite(f"{name}[1]", high)
 
 
 def _float_dtype(dtype: Any) -> jnp.dtype:
@@ -114,7 +131,7 @@ def noisy_line(
     line, sizes or x range; the defaults here were chosen so that its settings
     (:data:`NOISY_REFERENCE`) show what it describes, and so that the
     problem is ill-conditioned enough (condition number about 19) for momentum to
-    matter.
+    matter. The numbers may be Python or NumPy ints and floats.
 
     Args:
         seed: Seed of the data (an integer >= 0).
@@ -141,15 +158,17 @@ def noisy_line(
     seed = hp.check_integer("seed", seed, low=0)
     slope = _finite("slope", slope)
     intercept = _finite("intercept", intercept)
-    low, high = (_finite("x_range", bound) for bound in x_range)
+    low, high = _pair("x_range", x_range)
     if not low < high:
         raise ValueError(
             f"x_range must be (low, high) with low < high; got {x_range!r}."
         )
     noise_mean = _finite("noise_mean", noise_mean)
-    if _finite("noise_std", noise_std) < 0:
+    noise_std = _finite("noise_std", noise_std)
+    if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0; got {noise_std!r}.")
-    if not 0 <= _finite("test_fraction", test_fraction) < 1:
+    test_fraction = _finite("test_fraction", test_fraction)
+    if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1); got {test_fraction!r}.")
     num_points = hp.check_integer("num_points", num_points, low=2)
     num_test = round(num_points * test_fraction)

@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_OUTPUT = 1  # the results or plots could not be written
 EXIT_USAGE = 2  # a bad option (argparse's status)
 EXIT_DIVERGED = 3  # it ran and reported, but a run diverged
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell shows
 EXIT_BROKEN_PIPE = 141  # the reader closed stdout: 128 + SIGPIPE, as a shell shows
 
 _PARAGRAPHS = (
@@ -29,7 +30,8 @@ _PARAGRAPHS = (
     f"Exit status: {EXIT_OK} done; {EXIT_DIVERGED} done, but a run diverged (its "
     "loss stopped being finite: the tables and summary say at which epoch); "
     f"{EXIT_USAGE} a bad option; {EXIT_OUTPUT} the results or plots could not be "
-    f"written (a full disk, a closed stdout); {EXIT_BROKEN_PIPE} the reader of "
+    f"written (a full disk, a closed stdout); {EXIT_INTERRUPTED} interrupted by "
+    f"Ctrl-C, with one line on stderr; {EXIT_BROKEN_PIPE} the reader of "
     "stdout stopped reading (as with | head), quietly.",
 )
 EPILOG = "\n\n".join(textwrap.fill(paragraph, 79) for paragraph in _PARAGRAPHS)

@@ -34,6 +34,14 @@ WIDE_REFERENCE = Reference(epochs=200, learning_rate=0.05, momentum=0.9)
 """Full-batch settings for :func:`wide_regression`'s defaults: lr 0.05, momentum 0.9."""
 
 
+def _float_dtype(dtype: Any) -> jnp.dtype:
+    """``dtype``, checked to be a floating dtype (regression data is real-valued)."""
+    checked = hp.check_dtype("dtype", dtype)
+    if checked is None:
+        raise TypeError("dtype must be a floating dtype such as jnp.float32; got None.")
+    return checked
+
+
 def wide_regression(
     num_examples: int = 512,
     num_features: int = 256,
@@ -57,10 +65,15 @@ def wide_regression(
         num_outputs: Number of outputs (columns of ``W`` and length of ``b``).
         noise: The standard deviation of the label noise, >= 0.
         seed: The random seed.
-        dtype: The floating dtype of the arrays.
+        dtype: The floating dtype of the arrays (float16, bfloat16, float32 or
+            float64): integer data would truncate the features and labels.
 
     Returns:
         The :class:`WideTask`.
+
+    Raises:
+        ValueError: A size is not an integer >= 1, ``noise`` is negative, or
+            ``dtype`` is not a floating dtype.
 
     Examples:
         >>> from momentax import tasks
@@ -76,12 +89,12 @@ def wide_regression(
     for name, value in sizes.items():
         hp.check_integer(name, value, low=1)
     hp.check_hyperparam("noise", noise, low=0.0, high=float("inf"))
+    cast = _float_dtype(dtype)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((num_examples, num_features))
     w = rng.standard_normal((num_features, num_outputs)) / np.sqrt(num_features)
     b = rng.standard_normal(num_outputs)
     y = x @ w + b + noise * rng.standard_normal((num_examples, num_outputs))
-    cast = jnp.dtype(dtype)
     return WideTask(
         train=Batch(jnp.asarray(x, cast), jnp.asarray(y, cast)),
         true_params={"w": w, "b": b},
@@ -95,7 +108,14 @@ def linear_init(
     """Returns zero params ``{"w": (num_features, num_outputs), "b": (num_outputs,)}``.
 
     Fresh arrays on every call, so a run that donates them leaves others intact.
+
+    Raises:
+        ValueError: A size is not an integer >= 1, or ``dtype`` is not a
+            floating dtype.
     """
+    num_features = hp.check_integer("num_features", num_features, low=1)
+    num_outputs = hp.check_integer("num_outputs", num_outputs, low=1)
+    dtype = _float_dtype(dtype)
     return {
         "w": jnp.zeros((num_features, num_outputs), dtype),
         "b": jnp.zeros((num_outputs,), dtype),

@@ -20,6 +20,7 @@ from momentax.tasks import _report as report
 from momentax.tasks._json_out import write_document
 from momentax.tasks._options import EXIT_BROKEN_PIPE as EXIT_BROKEN_PIPE
 from momentax.tasks._options import EXIT_DIVERGED as EXIT_DIVERGED
+from momentax.tasks._options import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from momentax.tasks._options import EXIT_OK as EXIT_OK
 from momentax.tasks._options import EXIT_OUTPUT as EXIT_OUTPUT
 from momentax.tasks._options import EXIT_USAGE as EXIT_USAGE
@@ -64,11 +65,11 @@ class Progress:
                 )
 
 
-def _error(message: str) -> None:
+def _error(message: str, kind: str = "error: ") -> None:
     if sys.stderr is None:  # closed: print(file=None) would write to stdout
         return
     with contextlib.suppress(OSError):
-        print(f"momentax: error: {message}", file=sys.stderr, flush=True)
+        print(f"momentax: {kind}{message}", file=sys.stderr, flush=True)
 
 
 def _detach(out: TextIO) -> None:
@@ -132,7 +133,19 @@ def _options(
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Runs the command line; returns the exit status (see ``momentax --help``)."""
+    """Runs the command line; returns the exit status (see ``momentax --help``).
+
+    Ctrl-C ends it with one line on stderr and the status ``EXIT_INTERRUPTED``
+    (130), without a traceback: a run cut short has no results to resume.
+    """
+    try:
+        return _run(argv, stdout)
+    except KeyboardInterrupt:
+        _error("interrupted (Ctrl-C); nothing more was written", kind="")
+        return EXIT_INTERRUPTED
+
+
+def _run(argv: Sequence[str] | None, stdout: TextIO | None) -> int:
     out: TextIO | None = sys.stdout if stdout is None else stdout
     parser = build_parser()
     args, folder = _options(parser, argv)

@@ -89,6 +89,7 @@ class _Loop:
             del self._local.objects
 
 
+_MAX_STEPS_PER_CALL = 2**31 - 1
 _LOOPS: dict[bool, WeakCache[_Loop]] = {True: WeakCache(), False: WeakCache()}
 
 
@@ -188,15 +189,18 @@ def fit(
             (``loss_fn`` then receives the unpacked tree). Donated when
             ``donate`` is True: use the returned ones.
         data: One batch, or a stack of batches (``stacked=True``).
-        num_steps: Number of steps; required unless ``stacked``.
+        num_steps: Number of steps; required unless ``stacked``. Above
+            :math:`2^{31} - 1` steps, pass ``steps_per_call``: one compiled
+            call runs at most that many.
         stacked: Whether ``data`` is a stack of batches to cycle through.
         opt_state: The initial optimizer state (default ``optimizer.init(params)``);
             donated when ``donate`` is True.
         record: What to keep per step: names from :data:`RECORDABLE`, or a dict
             from a name to a function of :class:`StepInfo` (traced into the loop;
             define it once so that later fits reuse the compilation).
-        steps_per_call: Steps per compiled call (default: all of them). Smaller
-            values give ``callback`` more chances to run.
+        steps_per_call: Steps per compiled call (default: all of them), at most
+            :math:`2^{31} - 1`. Smaller values give ``callback`` more chances
+            to run.
         donate: Whether to donate the params and optimizer state buffers (they
             must not share arrays; this is checked).
         callback: Called as ``callback(steps_done, num_steps)`` after each call,
@@ -265,6 +269,14 @@ def fit(
     per_call = num_steps
     if steps_per_call is not None:
         per_call = hp.check_integer("steps_per_call", steps_per_call, low=1)
+    if per_call > _MAX_STEPS_PER_CALL:
+        name = "num_steps" if steps_per_call is None else "steps_per_call"
+        raise ValueError(
+            f"{name}={per_call} is more steps than one compiled call can run "
+            f"({_MAX_STEPS_PER_CALL}: lax.scan counts them in int32); pass "
+            "steps_per_call (e.g. steps_per_call=1_000_000) to run them in "
+            "several calls."
+        )
     names = [name for name, _ in pairs]
     deleted = s.deleted_leaf(params=params, opt_state=opt_state, data=data)
     if deleted is not None:

@@ -239,15 +239,24 @@ def pack(tree: PyTree) -> Packed:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     arrays = []
     for index, leaf in enumerate(leaves):
-        array = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
-        if not (
+        try:
+            array = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+        except TypeError:  # Not convertible: a str, an object, ...
+            array = None
+        if array is None or not (
             jnp.issubdtype(array.dtype, jnp.number)
             or jnp.issubdtype(array.dtype, jnp.bool_)
         ):
             path, _ = jax.tree_util.tree_flatten_with_path(tree)[0][index]
+            what = (
+                f"is {repr(leaf)[:80]}, a {type(leaf).__name__}"
+                if array is None
+                else f"has dtype {array.dtype}"
+            )
             raise TypeError(
-                f"pack needs numeric leaves; {jax.tree_util.keystr(path)} has "
-                f"dtype {array.dtype}."
+                f"pack needs numeric leaves (arrays or numbers); tree"
+                f"{jax.tree_util.keystr(path)} {what}. Pack the arrays only, and "
+                "keep other values (names, keys, settings) in a separate tree."
             )
         arrays.append(array)
     dtypes: list[np.dtype[Any]] = []
