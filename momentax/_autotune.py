@@ -232,31 +232,35 @@ def autotune(
         if any(jnp.iscomplexobj(p) for p in jax.tree.leaves(params)):
             raise TypeError("autotune needs real params; got complex ones.")
         work, scalar = _curvature.work_dtypes(params)
-        zero = jnp.zeros([], scalar)
-        hb = _heavy_ball(jnp.asarray(initial_learning_rate, scalar), zero, convention)
+
+        def zero() -> jax.Array:
+            # A new array per field: a donated state must hold no buffer twice.
+            return jnp.zeros([], scalar)
+
+        hb = _heavy_ball(jnp.asarray(initial_learning_rate, scalar), zero(), convention)
         return AutotuneState(
             count=jnp.zeros([], jnp.int32),
             num_nonfinite=jnp.zeros([], jnp.int32),
             learning_rate=jnp.asarray(initial_learning_rate, scalar),
-            momentum=zero,
-            max_curvature=zero,
-            min_curvature=zero,
-            variance=zero,
-            distance=zero,
+            momentum=zero(),
+            max_curvature=zero(),
+            min_curvature=zero(),
+            variance=zero(),
+            distance=zero(),
             heavy_ball=hb.init(params),
             previous_gradient=jax.tree.map(jnp.zeros_like, params),
             gradient_mean=jax.tree.map(
                 lambda p, d: jnp.zeros(p.shape, d), params, work
             ),
-            gradient_norm_mean=zero,
-            gradient_sq_norm_mean=zero,
+            gradient_norm_mean=zero(),
+            gradient_sq_norm_mean=zero(),
             curvatures=jnp.zeros([window], scalar),
             num_curvatures=jnp.zeros([], jnp.int32),
-            curvature_max_mean=zero,
-            curvature_min_mean=zero,
-            curvature_mean=zero,
-            hessian_max=zero,
-            hessian_min=zero,
+            curvature_max_mean=zero(),
+            curvature_min_mean=zero(),
+            curvature_mean=zero(),
+            hessian_max=zero(),
+            hessian_min=zero(),
             top_vector=jax.tree.map(lambda p, d: jnp.zeros(p.shape, d), params, work),
             bottom_vector=jax.tree.map(
                 lambda p, d: jnp.zeros(p.shape, d), params, work

@@ -13,6 +13,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import momentax
+import momentax.training
 from momentax import _single_step
 
 CPUS = jax.devices("cpu")
@@ -575,3 +576,21 @@ def test_bad_update_calls_are_named():
         opt.update(jnp.ones(3), (state,), jnp.ones(3))
     with pytest.raises(TypeError, match="params has dtype int32"):
         opt.init(jnp.ones(3, jnp.int32))
+
+
+def test_fit_donates_a_fresh_autotune_state():
+    # fit refuses a state that holds one buffer in two fields (donation would
+    # free it twice): init must give every field its own array.
+    params = {"w": jnp.array([1.0, -2.0])}
+    state = momentax.autotune().init(params)
+    leaves = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
+    assert len({id(x) for x in leaves}) == len(leaves)
+    result = momentax.training.fit(
+        lambda p, x: jnp.sum((p["w"] * x) ** 2),
+        momentax.autotune(),
+        params,
+        data=jnp.ones(2),
+        num_steps=3,
+        opt_state=state,
+    )
+    assert int(optax.tree.get(result.opt_state, "count")) == 3

@@ -247,9 +247,6 @@ def run(
         params,
         data=task.train,
         num_steps=epochs,
-        # Copied: fit donates the state, and a state may hold one array in
-        # two fields.
-        opt_state=jax.tree.map(jnp.copy, contender.optimizer.init(params)),
         steps_per_call=steps_per_call,
         record=record,
         callback=callback,
