@@ -99,9 +99,8 @@ def autotune(
        :math:`C` raises :math:`\mu` and lowers :math:`\eta`. With Lanczos's
        range the step is Polyak's tuning (:math:`C` taken as 0): the
        gradients' EMA variance also counts their oscillation along the
-       heavy-ball path, which is no noise, and on a deterministic quadratic
-       (kappa = 1000) it took 1506 steps to a relative error of 1e-4 against
-       198 with :math:`C = 0`.
+       heavy-ball path, which is no noise, and would slow a deterministic
+       problem down.
 
     Safeguards: the rule uses :math:`h_{\max}(1 + \text{stability\_margin})`,
     so that a curvature up to that much above the estimate (Lanczos
@@ -114,7 +113,7 @@ def autotune(
     is not finite changes nothing but ``num_nonfinite``: its update is zero,
     and neither the statistics nor the velocity see it.
 
-    Small batches are not handled well yet: gradient noise inflates the
+    Small batches defeat it: gradient noise inflates the
     secants and drives the gradients-only rate towards zero, and the Lanczos
     path's Polyak rate ignores the noise (measurements on the Tuning page).
 

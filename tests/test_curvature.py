@@ -112,7 +112,10 @@ def test_non_convex_gives_negative_min_and_heavy_ball_tuning_refuses_it():
 def test_feeds_heavy_ball_tuning_as_floats():
     est = estimate_30(jnp.ones(1000), jax.random.key(0))
     tuning = momentax.heavy_ball_tuning(est.max_curvature, est.min_curvature)
-    assert isinstance(float(est.max_curvature), float)
+    # The same tuning as from the Python floats the estimate converts to.
+    assert tuning == momentax.heavy_ball_tuning(
+        float(est.max_curvature), float(est.min_curvature)
+    )
     assert tuning.learning_rate > 0 and 0 < tuning.momentum < 1
 
 
