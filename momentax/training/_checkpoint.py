@@ -294,16 +294,9 @@ class CheckpointManager:
         folder = os.path.join(self.directory, str(step))
         record = files.read_record(folder, where)
         expected = files.read_checksums(folder, record, where)
-        mismatches = tree_record.differences(record, tree_record.describe(target))
-        if mismatches:
-            raise ValueError(
-                f"{where} does not fit the target (nothing was restored):\n"
-                + "\n".join(mismatches)
-            )
-        keyed, treedef = jax.tree_util.tree_flatten_with_path(target)
-        names = [tree_record.path_name(key) for key, _ in keyed]
-        targets = [leaf for _, leaf in keyed]
-        saved = [record["leaves"][name] for name in names]
+        treedef, names, targets, saved = tree_record.fitted_leaves(
+            record, target, where
+        )
         values = self._read(step, where, treedef, saved, targets)
         checked = [(n, v) for n, v in zip(names, values, strict=True) if n in expected]
         found = checksum.across_processes(

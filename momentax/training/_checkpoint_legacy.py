@@ -102,16 +102,7 @@ def convert_checkpoint(
     step = hp.check_integer("step", step, low=0)
     where = f"the checkpoint at {path!r}"
     record = _read_record(path, where)
-    mismatches = tree_record.differences(record, tree_record.describe(target))
-    if mismatches:
-        raise ValueError(
-            f"{where} does not fit the target (nothing was restored):\n"
-            + "\n".join(mismatches)
-        )
-    keyed, treedef = jax.tree_util.tree_flatten_with_path(target)
-    names = [tree_record.path_name(key) for key, _ in keyed]
-    targets = [leaf for _, leaf in keyed]
-    saved = [record["leaves"][name] for name in names]
+    treedef, names, targets, saved = tree_record.fitted_leaves(record, target, where)
     values: list[Any] = []
     if targets:
         abstract = [

@@ -250,3 +250,32 @@ def as_target(value: Any, target: Any) -> Any:
         value = np.asarray(value).astype(target.dtype)
         return value[()] if isinstance(target, np.generic) else value
     return value  # A Python number's leaf comes back as the array saved.
+
+
+def fitted_leaves(
+    record: Record, target: Any, where: str
+) -> tuple[Any, list[str], list[Any], list[Any]]:
+    """The target's leaves and their saved entries, once the record fits it.
+
+    Returns:
+        The target's treedef, its leaves' names, the leaves, and each one's
+        entry in ``record``.
+
+    Raises:
+        ValueError: If the record differs from the target (every difference
+            listed; nothing has been read).
+    """
+    mismatches = differences(record, describe(target))
+    if mismatches:
+        raise ValueError(
+            f"{where} does not fit the target (nothing was restored):\n"
+            + "\n".join(mismatches)
+        )
+    keyed, treedef = jax.tree_util.tree_flatten_with_path(target)
+    names = [path_name(key) for key, _ in keyed]
+    return (
+        treedef,
+        names,
+        [leaf for _, leaf in keyed],
+        [record["leaves"][name] for name in names],
+    )
