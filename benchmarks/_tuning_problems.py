@@ -182,6 +182,33 @@ def _standardized(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / x.std(axis=0)
 
 
+def _full_batch(
+    name: str,
+    description: str,
+    num_features: int,
+    loss: Callable[[Params], jax.Array],
+    num_steps: int,
+) -> Problem:
+    """A full-batch linear model from zero: its params are ``w`` and ``b``."""
+    return Problem(
+        name=name,
+        kind="full-batch",
+        description=description,
+        init_fn=lambda key: {
+            "w": jnp.zeros(num_features, jnp.float32),
+            "b": jnp.float32(0.0),
+        },
+        loss_fn=lambda params, batch: loss(params),
+        data_fn=_no_data,
+        batch_fn=_no_batch,
+        measure_fn=loss,
+        num_steps=num_steps,
+        eval_every=1,
+        seeds=(0,),
+        learning_rates=lr_grid(-4, 1),
+    )
+
+
 def logistic_regression(num_steps: int = 1000, l2: float = 1e-3) -> Problem:
     r"""L2-regularized logistic regression on scikit-learn's breast cancer data.
 
@@ -200,19 +227,12 @@ def logistic_regression(num_steps: int = 1000, l2: float = 1e-3) -> Problem:
         penalty = 0.5 * l2 * jnp.sum(params["w"] ** 2)
         return jnp.mean(jnp.logaddexp(0.0, -margins)) + penalty
 
-    return Problem(
-        name="logistic-breast-cancer",
-        kind="full-batch",
-        description=f"logistic regression, 569 x 30, L2 {l2:g}",
-        init_fn=lambda key: {"w": jnp.zeros(30, jnp.float32), "b": jnp.float32(0.0)},
-        loss_fn=lambda params, batch: loss(params),
-        data_fn=_no_data,
-        batch_fn=_no_batch,
-        measure_fn=loss,
-        num_steps=num_steps,
-        eval_every=1,
-        seeds=(0,),
-        learning_rates=lr_grid(-4, 1),
+    return _full_batch(
+        "logistic-breast-cancer",
+        f"logistic regression, 569 x 30, L2 {l2:g}",
+        30,
+        loss,
+        num_steps,
     )
 
 
@@ -231,19 +251,8 @@ def least_squares(num_steps: int = 1000) -> Problem:
     def loss(params: Params) -> jax.Array:
         return 0.5 * jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
 
-    return Problem(
-        name="least-squares-diabetes",
-        kind="full-batch",
-        description="linear least squares, 442 x 10",
-        init_fn=lambda key: {"w": jnp.zeros(10, jnp.float32), "b": jnp.float32(0.0)},
-        loss_fn=lambda params, batch: loss(params),
-        data_fn=_no_data,
-        batch_fn=_no_batch,
-        measure_fn=loss,
-        num_steps=num_steps,
-        eval_every=1,
-        seeds=(0,),
-        learning_rates=lr_grid(-4, 1),
+    return _full_batch(
+        "least-squares-diabetes", "linear least squares, 442 x 10", 10, loss, num_steps
     )
 
 
