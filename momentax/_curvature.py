@@ -94,9 +94,19 @@ def _project_out(basis: Any, w: Any, dtype: Any) -> Any:
 
 
 def _orthogonalize(basis: Any, w: Any, dtype: Any) -> Any:
-    # Twice is enough (Kahan's "twice is enough"): one pass leaves rounding
-    # errors of the size of the removed components.
-    return _project_out(basis, _project_out(basis, w, dtype), dtype)
+    r"""``w`` orthogonal to the basis rows, to rounding.
+
+    One projection leaves rounding errors of the size of the removed
+    components; a second ("twice is enough", Kahan) is needed only when the
+    first removed most of ``w``, which the norm drop below
+    :math:`1/\sqrt 2` detects (Daniel, Gragg, Kaufman & Stewart, 1976).
+    """
+    once = _project_out(basis, w, dtype)
+    drop = _dot(once, once, dtype) < 0.5 * _dot(w, w, dtype)
+    twice: Any = jax.lax.cond(
+        drop, lambda x: _project_out(basis, x, dtype), lambda x: x, once
+    )
+    return twice
 
 
 def _unit(tree: Any, dtype: Any) -> tuple[Any, jax.Array]:
@@ -163,14 +173,23 @@ def lanczos(
         w = _orthogonalize(basis, w, scalar_dtype)
         w_unit, beta = _unit(w, scalar_dtype)
         exhausted = beta <= tolerance * jnp.maximum(w_norm, np.finfo(scalar_dtype).tiny)
-        fresh = _random_like(jax.random.fold_in(key, j), q)
-        fresh_norm = jnp.sqrt(_dot(fresh, fresh, scalar_dtype))
-        fresh_unit, left = _unit(
-            _orthogonalize(basis, fresh, scalar_dtype), scalar_dtype
-        )
-        # A random vector keeps a part of norm ~ sqrt(1 - j/n) outside the basis;
-        # none is left (up to rounding) once the basis spans the whole space.
-        restart = left > 1e3 * eps * fresh_norm
+
+        def draw(_: None) -> tuple[Any, jax.Array]:
+            fresh = _random_like(jax.random.fold_in(key, j), q)
+            fresh_norm = jnp.sqrt(_dot(fresh, fresh, scalar_dtype))
+            fresh_unit, left = _unit(
+                _orthogonalize(basis, fresh, scalar_dtype), scalar_dtype
+            )
+            # A random vector keeps a part of norm ~ sqrt(1 - j/n) outside the
+            # basis; none is left (up to rounding) once the basis spans the
+            # whole space.
+            return fresh_unit, left > 1e3 * eps * fresh_norm
+
+        def skip(_: None) -> tuple[Any, jax.Array]:
+            return jax.tree.map(jnp.zeros_like, q), jnp.zeros([], bool)
+
+        # The restart vector costs a draw and two projections: only on breakdown.
+        fresh_unit, restart = jax.lax.cond(exhausted, draw, skip, None)
         alive = carry.alive & (~exhausted | restart)
         next_vector = jax.tree.map(
             lambda a, b: jnp.where(exhausted, jnp.where(alive, b, 0), a),
