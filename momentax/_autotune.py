@@ -36,6 +36,10 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+# The param-sized statistics, which observe() keeps for a non-finite step itself.
+_GATED: dict[str, Any] = {"previous_gradient": None, "gradient_mean": None}
+
+
 def _refresh_step(count: jax.Array, every: int) -> jax.Array:
     """Whether step ``count`` (from 0) refreshes the Lanczos estimate.
 
@@ -110,7 +114,8 @@ def autotune(
     the secants need one step) and the rate then grows by at most
     ``max_growth`` per step, a warm-up that also damps spikes in the
     statistics. A step whose gradient (or ``value`` extra argument, the loss)
-    is not finite changes nothing but ``num_nonfinite``: its update is zero,
+    is not finite, or whose squared norm overflows, changes nothing but
+    ``num_nonfinite``: its update is zero,
     and neither the statistics nor the velocity see it.
 
     Small batches defeat it: gradient noise inflates the
@@ -373,15 +378,19 @@ def autotune(
         grads = updates
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)  # type: ignore[no-untyped-call]
-        finite = _all_finite(grads)
+        dtype = state.learning_rate.dtype
+        sq_norm = _statistics.tree_dot(grads, grads, dtype)
+        # A NaN or an infinity in the gradient makes its squared norm one too
+        # (as does a norm that overflows, which would poison the statistics):
+        # one reduction that the statistics need anyway, not a pass of its own.
+        finite = jnp.isfinite(sq_norm)
         if extra_args.get("value") is not None:
             finite = finite & _all_finite(extra_args["value"])
         velocity = optax.tree.get(state.heavy_ball, "velocity")
-        dtype = state.learning_rate.dtype
         step_norm = jnp.sqrt(_statistics.tree_dot(velocity, velocity, dtype))
         if convention == "pytorch":
             step_norm = state.learning_rate * step_norm
-        new = _statistics.observe(state, grads, step_norm, decay)
+        new = _statistics.observe(state, grads, sq_norm, step_norm, decay, finite)
         new = new._replace(count=optax.safe_increment(state.count))
         if value_fn is not None:
             refresh = finite & _refresh_step(state.count, curvature_every)
@@ -395,9 +404,15 @@ def autotune(
         hb = _heavy_ball(new.learning_rate, buffer_momentum, convention)
         steps, heavy_ball = hb.update(grads, state.heavy_ball, params)
         new = new._replace(heavy_ball=heavy_ball)
-        kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+        kept = jax.tree.map(
+            lambda n, o: jnp.where(finite, n, o),
+            new._replace(**_GATED),
+            state._replace(**_GATED),
+        )
         kept = kept._replace(
-            num_nonfinite=state.num_nonfinite + (~finite).astype(jnp.int32)
+            num_nonfinite=state.num_nonfinite + (~finite).astype(jnp.int32),
+            previous_gradient=new.previous_gradient,
+            gradient_mean=new.gradient_mean,
         )
         steps = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), steps)
         return steps, kept

@@ -49,16 +49,21 @@ def tree_dot(a: Any, b: Any, dtype: Any) -> jax.Array:
 def observe(
     state: AutotuneState,
     grads: Any,
+    sq_norm: jax.Array,
     step_norm: jax.Array,
     decay: float,
+    finite: jax.Array,
 ) -> AutotuneState:
     r"""``state`` with the gradient ``grads`` and the last step's norm taken in.
 
-    ``step_norm`` is :math:`\\lVert s_t \\rVert`; the secant is measured only
-    from the second step on, and only where it is finite and positive.
+    ``sq_norm`` is :math:`\\lVert g_t \\rVert^2` and ``step_norm``
+    :math:`\\lVert s_t \\rVert`; the secant is measured only from the second
+    step on, and only where it is finite and positive. Where ``finite`` is
+    false the param-sized buffers keep their values (the caller keeps the
+    scalars): the gating sits where each buffer is computed, so that XLA
+    writes each one in a single pass.
     """
     dtype = state.gradient_norm_mean.dtype
-    sq_norm = tree_dot(grads, grads, dtype)
     difference = jax.tree.map(
         lambda g, p: g.astype(p.dtype) - p, grads, state.previous_gradient
     )
@@ -82,10 +87,14 @@ def observe(
 
     return state._replace(
         previous_gradient=jax.tree.map(
-            lambda g, p: g.astype(p.dtype), grads, state.previous_gradient
+            lambda g, p: jnp.where(finite, g.astype(p.dtype), p),
+            grads,
+            state.previous_gradient,
         ),
         gradient_mean=jax.tree.map(
-            lambda m, g: _ema(m, g.astype(m.dtype), decay), state.gradient_mean, grads
+            lambda m, g: jnp.where(finite, _ema(m, g.astype(m.dtype), decay), m),
+            state.gradient_mean,
+            grads,
         ),
         gradient_norm_mean=_ema(state.gradient_norm_mean, jnp.sqrt(sq_norm), decay),
         gradient_sq_norm_mean=_ema(state.gradient_sq_norm_mean, sq_norm, decay),

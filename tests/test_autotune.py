@@ -341,7 +341,9 @@ def test_flax_train_state_loop():
 
 
 @pytest.mark.parametrize("convention", ["sutskever", "pytorch"])
-@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+# 1e30 is finite, but its square overflows float32: the statistics would be
+# infinite, so the step is skipped like a non-finite one.
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf, 1e30])
 def test_a_non_finite_gradient_is_a_zero_step_and_never_seen(convention, bad):
     loss = quadratic(jnp.logspace(0, 1, 6))
     opt = momentax.autotune(convention=convention)
@@ -480,12 +482,22 @@ def sharded_run(num_devices, hvp):
 @pytest.mark.skipif(len(CPUS) < 8, reason="needs the 8 CPU devices of conftest.py")
 @pytest.mark.parametrize("hvp", [False, True])
 def test_statistics_are_global_on_any_mesh(hvp):
-    one = sharded_run(1, hvp)
+    def signed(run):
+        # A Ritz vector is defined up to its sign, which rounding picks: each
+        # is compared with its first component made nonnegative.
+        params, state = run
+        canonical = lambda v: v * jnp.where(v[0] < 0, -1, 1)  # noqa: E731
+        return params, state._replace(
+            top_vector=canonical(state.top_vector),
+            bottom_vector=canonical(state.bottom_vector),
+        )
+
+    one = signed(sharded_run(1, hvp))
     for num_devices in (2, 8):
         # The same sums, reduced in a different order over devices: float32
         # rounding, amplified over 20 tuned steps.
         chex.assert_trees_all_close(
-            one, sharded_run(num_devices, hvp), rtol=1e-4, atol=1e-5
+            one, signed(sharded_run(num_devices, hvp)), rtol=1e-4, atol=1e-5
         )
 
 
