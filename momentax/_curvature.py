@@ -8,6 +8,7 @@ of :math:`H` from inside, the largest first. Everything works on pytrees, so a
 sharded param keeps its sharding and the basis is stored leaf by leaf.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -444,7 +445,21 @@ def estimate_curvature(
     _check_arguments(fn, params, num_iterations, key, initial_vector)
     params = jax.tree.map(jnp.asarray, params)
     key = jax.random.key(0) if key is None else key
+    return _estimate(fn, params, int(num_iterations), key, initial_vector)
+
+
+# One compiled program per (fn, num_iterations, shapes): outside jax.jit each
+# call would otherwise dispatch op by op and compile the loop anew; inside, it
+# is inlined into the caller's trace.
+@functools.partial(jax.jit, static_argnames=("fn", "num_iterations"))
+def _estimate(
+    fn: Callable[[Any], jax.Array],
+    params: Any,
+    num_iterations: int,
+    key: jax.Array,
+    initial_vector: Any,
+) -> CurvatureEstimate:
     start_key, restart_key = jax.random.split(key)
     _, scalar = work_dtypes(params)
     start = start_vector(start_key, params, initial_vector)
-    return lanczos(hvp_of(fn, params), start, int(num_iterations), restart_key, scalar)
+    return lanczos(hvp_of(fn, params), start, num_iterations, restart_key, scalar)
