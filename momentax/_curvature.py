@@ -445,7 +445,10 @@ def estimate_curvature(
     _check_arguments(fn, params, num_iterations, key, initial_vector)
     params = jax.tree.map(jnp.asarray, params)
     key = jax.random.key(0) if key is None else key
-    return _estimate(fn, params, int(num_iterations), key, initial_vector)
+    found: CurvatureEstimate = _estimate(
+        fn, params, int(num_iterations), key, initial_vector
+    )
+    return found
 
 
 # One compiled program per (fn, num_iterations, shapes): outside jax.jit each
