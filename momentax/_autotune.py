@@ -89,8 +89,10 @@ def autotune(
        (:func:`momentax.estimate_curvature`'s method, ``curvature_iterations``
        Hessian-vector products, warm-started from the last top and bottom
        Ritz vectors) at steps 0, 1, 2, 4, 8, ... and then every
-       ``curvature_every`` steps gives :math:`h_{\max}`, and :math:`h_{\min}`
-       is the smaller of its estimate and the secants'. :math:`h_{\min}` is
+       ``curvature_every`` steps gives :math:`h_{\max}` (raised to the
+       secants' where they measure more, as where the path reaches more
+       curvature between estimates), and :math:`h_{\min}` is the smaller of
+       its estimate and the secants'. :math:`h_{\min}` is
        kept :math:`\ge h_{\max}` / ``max_condition_number`` (a non-convex
        loss can give :math:`h_{\min} \le 0`).
     2. The gradient variance :math:`C` and the distance to the minimum
@@ -323,7 +325,12 @@ def autotune(
         """``state`` with the step's range, statistics, rate and momentum."""
         secant_max, secant_min = _statistics.curvature_range(state, decay)
         by_hessian = state.hessian_max > 0
-        h_max = jnp.where(by_hessian, state.hessian_max, secant_max)
+        # The secants bound the curvature along the path from below: where the
+        # path reaches more curvature than the last Lanczos estimate saw (it is
+        # refreshed every curvature_every steps), they lower the rate at once.
+        h_max = jnp.where(
+            by_hessian, jnp.maximum(state.hessian_max, secant_max), secant_max
+        )
         lowest = jnp.where(
             secant_min > 0,
             jnp.minimum(state.hessian_min, secant_min),
