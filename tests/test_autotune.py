@@ -187,8 +187,17 @@ def steps_to(errs, target=1e-4):
     return int(hits[0]) + 1 if hits.size else None
 
 
-@pytest.mark.parametrize("hvp", [False, True])
-@pytest.mark.parametrize("convention", ["sutskever", "pytorch"])
+@pytest.mark.parametrize(
+    ("hvp", "convention"),
+    [
+        (False, "sutskever"),
+        (False, "pytorch"),
+        (True, "sutskever"),
+        # The HVP path in the other convention: the same iterates, as
+        # test_both_conventions_give_the_same_iterates checks; 4-5 s: slow tier.
+        pytest.param(True, "pytorch", marks=pytest.mark.slow),
+    ],
+)
 def test_converges_on_a_small_quadratic(hvp, convention):
     loss = quadratic(jnp.logspace(0, 2, 50))
     errs, state = errors(
@@ -219,7 +228,8 @@ def test_steps_against_exactly_tuned_polyak_on_an_ill_conditioned_quadratic(hvp,
 # --- Conventions -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("hvp", [False, True])
+# With HVPs each case compiles Lanczos twice (5-9 s on 2 cores): slow tier.
+@pytest.mark.parametrize("hvp", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_both_conventions_give_the_same_iterates(hvp):
     # The rate changes every step early on (warm-up, then the statistics):
     # PyTorch's buffer must be rescaled by eta_{t-1} / eta_t to follow Polyak.
@@ -527,7 +537,8 @@ def test_statistics_are_global_on_any_mesh(hvp):
 
 
 @pytest.mark.skipif(len(CPUS) < 8, reason="needs the 8 CPU devices of conftest.py")
-@pytest.mark.parametrize("hvp", [False, True])
+# With HVPs: Lanczos under shard_map and whole, 5-12 s on 2 cores: slow tier.
+@pytest.mark.parametrize("hvp", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_shard_map_with_axis_name_equals_the_whole_batch(hvp):
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,), devices=CPUS[:8])
     split = momentax.autotune(axis_name="data")

@@ -64,7 +64,10 @@ def test_exact_on_a_small_dense_matrix_and_a_pytree():
     assert jax.tree.structure(est.top_vector) == jax.tree.structure(params)
 
 
-@pytest.mark.parametrize("num_iterations", [3, 20])
+# 20 iterations on a smaller space breaks down repeatedly (4-5 s): slow tier.
+@pytest.mark.parametrize(
+    "num_iterations", [3, pytest.param(20, marks=pytest.mark.slow)]
+)
 def test_breakdown_gives_no_nan(num_iterations):
     # Three params, up to 20 iterations: the space is exhausted after 3 steps.
     def loss(x):
