@@ -5,6 +5,7 @@ abstractly), keep it through every step, never be gathered, and sharded
 training must give the params of single-device training.
 """
 
+import functools
 import gc
 import re
 import weakref
@@ -171,15 +172,48 @@ def test_scale_by_momentum_keeps_the_params_sharding_in_any_chain():
     assert_same_sharding(velocity(state), params)
 
 
-@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
-@pytest.mark.parametrize("kind", AXIS_TYPES)
-@pytest.mark.parametrize("layout", ["data_parallel", "fully_sharded", "both"])
-def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, layout):
+@functools.cache
+def single_device_params(convention):
+    """The params after NUM_STEPS of one-device training, on the host."""
+    result = momentax.training.fit(
+        tasks.linear_loss,
+        optimizer(convention),
+        init_params(),
+        data=TASK.train,
+        num_steps=NUM_STEPS,
+    )
+    return jax.device_get(result.params)
+
+
+def _fit_case(layout, kind, convention, fast):
+    marks = [] if fast else [pytest.mark.slow]
+    return pytest.param(layout, kind, convention, marks=marks)
+
+
+# Every (layout, kind) pair, and each layout and each kind with both conventions,
+# in the fast tier; the other half of the grid (compiling a sharded fit each) in
+# the slow tier.
+FIT_CASES = [
+    _fit_case("data_parallel", "auto", "sutskever", fast=True),
+    _fit_case("data_parallel", "explicit", "pytorch", fast=True),
+    _fit_case("fully_sharded", "auto", "pytorch", fast=True),
+    _fit_case("fully_sharded", "explicit", "sutskever", fast=True),
+    _fit_case("both", "auto", "sutskever", fast=True),
+    _fit_case("both", "explicit", "pytorch", fast=True),
+    _fit_case("data_parallel", "auto", "pytorch", fast=False),
+    _fit_case("data_parallel", "explicit", "sutskever", fast=False),
+    _fit_case("fully_sharded", "auto", "sutskever", fast=False),
+    _fit_case("fully_sharded", "explicit", "pytorch", fast=False),
+    _fit_case("both", "auto", "pytorch", fast=False),
+    _fit_case("both", "explicit", "sutskever", fast=False),
+]
+
+
+@pytest.mark.parametrize(("layout", "kind", "convention"), FIT_CASES)
+def test_sharded_fit_keeps_shardings_and_matches_one_device(layout, kind, convention):
     placement = placements(kind)[layout]
     opt = optimizer(convention)
-    single = momentax.training.fit(
-        tasks.linear_loss, opt, init_params(), data=TASK.train, num_steps=NUM_STEPS
-    )
+    single = single_device_params(convention)
     state = placement.init(opt, init_params())
     assert_same_sharding(velocity(state), placement.put_params(init_params()))
     result = momentax.training.fit(
@@ -199,10 +233,10 @@ def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, la
     # The sharded loss sums in another order (per shard, then across shards):
     # the helpers' float32 tolerance for reordered sums.
     np.testing.assert_allclose(
-        result.params["w"], single.params["w"], **TOL[jnp.dtype(jnp.float32)]
+        result.params["w"], single["w"], **TOL[jnp.dtype(jnp.float32)]
     )
     np.testing.assert_allclose(
-        result.params["b"], single.params["b"], **TOL[jnp.dtype(jnp.float32)]
+        result.params["b"], single["b"], **TOL[jnp.dtype(jnp.float32)]
     )
     assert float(result.history["loss"][-1]) < 0.1 * float(result.history["loss"][0])
 
