@@ -20,10 +20,10 @@ STATE = {}
 
 
 def runs_of(name, learning_rate=None, epochs=None):
+    task = tasks.TASKS[name]()
+    epochs = epochs or task.reference.epochs
     key = (name, learning_rate, epochs)
     if key not in STATE:
-        task = tasks.TASKS[name]()
-        epochs = epochs or task.reference.epochs
         contenders = tasks.contenders(task, learning_rate=learning_rate)
         # The tuned contenders set their own learning rate: under another one
         # they run as under the reference one. Their runs (seconds of compiling)
