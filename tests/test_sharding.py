@@ -7,6 +7,7 @@ training must give the params of single-device training.
 
 import functools
 import gc
+import itertools
 import re
 import weakref
 
@@ -21,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 import momentax
 import momentax.training
 from momentax import tasks
-from tests.helpers import TOL
+from tests.helpers import TOL, pairwise
 
 NUM_DEVICES = 8
 CPUS = jax.devices("cpu")
@@ -185,27 +186,17 @@ def single_device_params(convention):
     return jax.device_get(result.params)
 
 
-def _fit_case(layout, kind, convention, fast):
-    marks = [] if fast else [pytest.mark.slow]
-    return pytest.param(layout, kind, convention, marks=marks)
-
-
-# Every (layout, kind) pair, and each layout and each kind with both conventions,
-# in the fast tier; the other half of the grid (compiling a sharded fit each) in
-# the slow tier.
+# (layout, axis kind, convention): each compiles a sharded fit. The fast tier takes
+# every pair of values (6 cases), the slow tier the other 6.
+FIT_GRID = list(
+    itertools.product(
+        ["data_parallel", "fully_sharded", "both"], AXIS_TYPES, momentax.CONVENTIONS
+    )
+)
+FIT_FAST = pairwise(FIT_GRID)
 FIT_CASES = [
-    _fit_case("data_parallel", "auto", "sutskever", fast=True),
-    _fit_case("data_parallel", "explicit", "pytorch", fast=True),
-    _fit_case("fully_sharded", "auto", "pytorch", fast=True),
-    _fit_case("fully_sharded", "explicit", "sutskever", fast=True),
-    _fit_case("both", "auto", "sutskever", fast=True),
-    _fit_case("both", "explicit", "pytorch", fast=True),
-    _fit_case("data_parallel", "auto", "pytorch", fast=False),
-    _fit_case("data_parallel", "explicit", "sutskever", fast=False),
-    _fit_case("fully_sharded", "auto", "sutskever", fast=False),
-    _fit_case("fully_sharded", "explicit", "pytorch", fast=False),
-    _fit_case("both", "auto", "pytorch", fast=False),
-    _fit_case("both", "explicit", "sutskever", fast=False),
+    pytest.param(*case, marks=[] if case in FIT_FAST else [pytest.mark.slow])
+    for case in FIT_GRID
 ]
 
 
