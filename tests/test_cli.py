@@ -265,14 +265,34 @@ def test_diverging_run_says_so_in_the_tables_and_summary(main_job):
     )
 
 
-def test_huge_values_keep_the_columns():
+def assert_huge_values_keep_the_columns(text, rows):
     # lr 1 for 6 epochs: finite but around 1e13, in scientific notation.
+    lines = text.split("epochs to 1%\n")[1].splitlines()[:rows]
+    assert lines[0].startswith("sgd ") and "e+" in lines[0]
+    header = text.split("\nafter 6 epochs")[1].splitlines()[1]
+    assert {len(line) for line in lines} == {len(header)}
+
+
+@pytest.mark.slow  # the whole command (compiling every contender) for one layout
+def test_huge_values_keep_the_columns():
     status, text = run_cli("--task", "tiny", "--lr", "1", "--epochs", "6", "--no-plots")
     assert status == 0
-    lines = text.split("epochs to 1%\n")[1].splitlines()[:7]
-    assert "e+" in lines[0]
-    header = text.split("\nafter 6 epochs")[1].splitlines()[1]
-    assert {len(line) for line in lines[:6]} == {len(header)}
+    assert_huge_values_keep_the_columns(text, rows=6)
+
+
+def test_huge_values_keep_the_summary_columns():
+    # The summary of the command above, for the hand-set contenders (those --lr
+    # reaches): their runs compile in a fraction of a second.
+    task = tasks.tiny_line()
+    optimum = tasks.least_squares(task)
+    results = [
+        _report.Result(tasks.run(task, c, 6), optimum)
+        for c in tasks.contenders(task, learning_rate=1.0)
+        if not c.tuned
+    ]
+    out = io.StringIO()
+    _report.print_summary(results, optimum, 6, out)
+    assert_huge_values_keep_the_columns(out.getvalue(), rows=4)
 
 
 @pytest.mark.parametrize(
@@ -346,13 +366,26 @@ BROKEN_PIPE = (BrokenPipeError(32, "Broken pipe"), 141, "")
 FULL_DISK = (OSError(28, "No space left on device"), 1, "No space left on device")
 
 
+@pytest.mark.parametrize(("error", "status", "message"), [BROKEN_PIPE, FULL_DISK])
+def test_a_failed_write_becomes_a_status_and_a_message(error, status, message, capsys):
+    # What the command does when writing its results fails, without training.
+    def write(out):
+        print("results", file=out)
+
+    assert _cli._emit(Failing(error), write) == status
+    err = capsys.readouterr().err
+    expected = f"momentax: error: cannot write the results to stdout: {message}\n"
+    assert err == (expected if message else "")
+
+
 @pytest.mark.parametrize(
     ("error", "status", "message", "mode"),
     [
-        # Each trains every contender: the fast tier takes each error and each
-        # output once, the slow tier the other two pairs.
-        pytest.param(*BROKEN_PIPE, (), id="broken-pipe-text"),
+        # Each trains every contender: the fast tier takes one through the
+        # whole command (the write's handling on its own is the test above),
+        # the slow tier the other error and output pairs.
         pytest.param(*FULL_DISK, ("--json",), id="full-disk-json"),
+        pytest.param(*BROKEN_PIPE, (), id="broken-pipe-text", marks=SLOW),
         pytest.param(*BROKEN_PIPE, ("--json",), id="broken-pipe-json", marks=SLOW),
         pytest.param(*FULL_DISK, (), id="full-disk-text", marks=SLOW),
     ],
