@@ -38,6 +38,8 @@ SLOW_BLOCKS = {
     "450 epochs (tests/test_cli.py runs the main job)",
     "docs/tuning.md:17": "compiles estimate_curvature's Lanczos loop and takes 100 "
     "steps op by op (its doctest and tests/test_curvature.py run it)",
+    "docs/tuning.md:57": "compiles autotune with value_fn, Lanczos on Hessian-vector "
+    "products (tests/test_autotune.py runs it)",
     "docs/training.md:207": "compiles a loss of 100 leaves, packed, for 300 steps "
     "(tests/test_packing.py trains packed params)",
     # Flax NNX and Equinox: importing them and tracing their models takes seconds
