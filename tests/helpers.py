@@ -1,6 +1,7 @@
 """Shared test fixtures: pytrees, gradient streams, devices and step loops."""
 
 import importlib
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -169,3 +170,27 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     worker of a multi-process run) sees the machine as a user would.
     """
     return {**os.environ, **extra}
+
+
+def pairwise(cases: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """A few of ``cases`` that hold every pair of values that any case holds.
+
+    Every value of one position meets every value of each other position that
+    some case pairs it with. For the fast tier's share of a large grid; the
+    rest of the grid runs in the slow tier. Deterministic: the first case that
+    holds the most pairs still missing is taken next.
+    """
+
+    def pairs(case: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+        return {
+            (i, case[i], j, case[j])
+            for i, j in itertools.combinations(range(len(case)), 2)
+        }
+
+    needed = set().union(*map(pairs, cases))
+    chosen = []
+    while needed:
+        best = max(cases, key=lambda case: len(pairs(case) & needed))
+        chosen.append(best)
+        needed -= pairs(best)
+    return chosen

@@ -1,13 +1,18 @@
 """The main job's command line, end to end, in a temporary folder."""
 
+import contextlib
+import functools
 import io
 import json
+import math
 import os
+import pathlib
 import re
 import signal
 import subprocess
 import sys
 import tracemalloc
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -19,6 +24,7 @@ from momentax.tasks import cli as _cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KINDS = ("losses", "surface", "k-dynamics")
+SLOW = pytest.mark.slow
 # The line the CLI prints on stderr once a fit has taken a second: on a busy
 # machine even the tiny task's 20 epochs (mostly compilation) can take that long.
 PROGRESS = re.compile(r"^.+: \d+/\d+ epochs \(\d+%\), \d+\.\d s\n", re.M)
@@ -57,8 +63,50 @@ def run_module(*argv, cwd=None):
     )
 
 
-def test_default_run_prints_the_blog_table_and_summary(tmp_path):
-    status, text = run_cli("--out", str(tmp_path))
+class Done(NamedTuple):
+    """One run of the command line: its status, stdout, stderr and folder."""
+
+    status: int
+    out: str
+    err: str  # less the progress lines, which depend on the clock
+    cwd: pathlib.Path  # where it ran: relative --out folders are in here
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory):
+    """``main_job(*argv)``: the command line's run with ``argv``, run once.
+
+    Each run trains every contender, compiling the auto-tuned ones (seconds each),
+    so every distinct ``argv`` runs once per module, in an empty folder of its own,
+    and the tests that read its output share it. The tests only read it.
+    """
+    done = {}
+
+    def get(*argv):
+        if argv not in done:
+            cwd = tmp_path_factory.mktemp("run")
+            err = io.StringIO()
+            with contextlib.chdir(cwd), contextlib.redirect_stderr(err):
+                status, out = run_cli(*argv)
+            done[argv] = Done(status, out, without_progress(err.getvalue()), cwd)
+        return done[argv]
+
+    return get
+
+
+# The runs the tests share. Plots: with --out; without it, to ./momentax-out unless
+# --json (or --no-plots).
+DEFAULT = ()
+TINY_JSON = ("--task", "tiny", "--json")
+OPTIONS_JSON = ("--epochs", "30", "--lr", "0.02", "--momentum", "0.5", "--seed", "4")
+OPTIONS_JSON += ("--json",)
+DIVERGING = ("--task", "tiny", "--lr", "5", "--epochs", "200")
+DIVERGING_JSON = (*DIVERGING, "--json", "--out", "plots")
+DIVERGING_TEXT = (*DIVERGING, "--no-plots")
+
+
+def test_default_run_prints_the_blog_table_and_summary(main_job):
+    status, text, _, cwd = main_job(*DEFAULT)
     assert status == 0
     assert text.startswith("momentax ")
     assert "task 'noisy'" in text and "450 full-batch epochs" in text
@@ -83,11 +131,11 @@ def test_default_run_prints_the_blog_table_and_summary(tmp_path):
     rows = {line.split()[0]: line.split() for line in summary[:6]}
     for name in ("autotune", "autotune-hvp"):  # reach 1% within the 450 epochs
         assert rows[name][-1].isdigit(), rows[name]
-    assert_plots(tmp_path, "noisy")
+    assert_plots(cwd / "momentax-out", "noisy")
 
 
-def test_tiny_task_json(tmp_path):
-    status, text = run_cli("--task", "tiny", "--json", "--out", str(tmp_path / "plots"))
+def test_tiny_task_json(main_job):
+    status, text, _, cwd = main_job(*TINY_JSON)
     assert status == 0
     document = json.loads(text)
     assert document["task"] == "tiny" and document["epochs"] == 20
@@ -112,36 +160,35 @@ def test_tiny_task_json(tmp_path):
     assert document["optimum"]["params"] == pytest.approx(
         {"k": 2.0, "b": 0.0}, abs=1e-6
     )
-    assert sorted(document["plots"]) == sorted(
-        str(tmp_path / "plots" / f"tiny-{kind}.png") for kind in KINDS
-    )
-    assert_plots(tmp_path / "plots", "tiny")
+    assert document["plots"] == []  # --json without --out
+    assert not any(cwd.iterdir())
 
 
-def test_options_reach_the_run(tmp_path):
-    status, text = run_cli(
-        "--epochs",
-        "30",
-        "--lr",
-        "0.02",
-        "--momentum",
-        "0.5",
-        "--seed",
-        "4",
-        "--no-plots",
-        "--json",
-    )
+def test_options_reach_the_run(main_job):
+    status, text, _, _ = main_job(*OPTIONS_JSON)
     assert status == 0
     document = json.loads(text)
-    assert (
-        document["seed"] == 4 and document["epochs"] == 30 and document["plots"] == []
-    )
+    assert document["seed"] == 4 and document["epochs"] == 30
     momentum = document["optimizers"][1]
     assert (momentum["learning_rate"], momentum["momentum"]) == (0.02, 0.5)
     assert document["optimum"]["params"] == pytest.approx(
         tasks.least_squares(tasks.noisy_line(seed=4)).params
     )
-    assert not any(tmp_path.iterdir())
+
+
+def test_json_writes_plots_only_with_out(main_job):
+    # --json without --out: the whole of stdout is the document, and no plots.
+    status, text, _, cwd = main_job(*OPTIONS_JSON)
+    assert status == 0
+    assert json.loads(text)["plots"] == []
+    assert not any(cwd.iterdir())
+    # Without --json the plots go to ./momentax-out, as before.
+    status, text, _, cwd = main_job(*DEFAULT)
+    assert status == 0
+    for kind in KINDS:
+        assert f"wrote {pathlib.Path('momentax-out') / f'noisy-{kind}.png'}" in text
+    assert sorted(p.name for p in cwd.iterdir()) == ["momentax-out"]
+    assert_plots(cwd / "momentax-out", "noisy")
 
 
 @pytest.mark.slow
@@ -155,20 +202,23 @@ def test_json_is_reproducible_across_processes():
     )
 
 
-DIVERGING = ("--task", "tiny", "--lr", "5", "--epochs", "200")
-
-
+@functools.cache
 def diverged_epochs():
+    """Where each contender of the diverging run diverges, run here by the library.
+
+    The tuned contenders set their own learning rate, which --lr does not reach:
+    they converge, as the diverging run's "diverged" list and summary check.
+    """
     task = tasks.tiny_line()
     return {
-        c.name: tasks.diverged_epoch(tasks.run(task, c, 200))
+        c.name: None if c.tuned else tasks.diverged_epoch(tasks.run(task, c, 200))
         for c in tasks.contenders(task, learning_rate=5.0)
     }
 
 
-def test_diverging_run_gives_valid_json_plots_and_exit_status_3(tmp_path, capsys):
+def test_diverging_run_gives_valid_json_plots_and_exit_status_3(main_job):
     # Warnings are errors here: overflow must not warn, in the losses or the plots.
-    status, text = run_cli(*DIVERGING, "--json", "--out", str(tmp_path))
+    status, text, err, cwd = main_job(*DIVERGING_JSON)
     assert status == _cli.EXIT_DIVERGED == 3
     document = json.loads(text)
     expected = diverged_epochs()
@@ -184,12 +234,16 @@ def test_diverging_run_gives_valid_json_plots_and_exit_status_3(tmp_path, capsys
     history = sgd["history"]["train_loss"]
     assert None not in history[: expected["sgd"]]
     assert history[expected["sgd"]] is None
-    assert_plots(tmp_path, "tiny")
-    assert "diverged (non-finite loss)" in capsys.readouterr().err
+    # The plots as --out named them (relative to where the command ran).
+    assert sorted(document["plots"]) == sorted(
+        str(pathlib.Path("plots") / f"tiny-{kind}.png") for kind in KINDS
+    )
+    assert_plots(cwd / "plots", "tiny")
+    assert "diverged (non-finite loss)" in err
 
 
-def test_diverging_run_says_so_in_the_tables_and_summary():
-    status, text = run_cli(*DIVERGING, "--no-plots")
+def test_diverging_run_says_so_in_the_tables_and_summary(main_job):
+    status, text, err, _ = main_job(*DIVERGING_TEXT)
     assert status == 3
     epochs = diverged_epochs()
     for name in ("sgd", "momentum", "nesterov"):
@@ -202,18 +256,43 @@ def test_diverging_run_says_so_in_the_tables_and_summary():
     rows = {line.split()[0]: line for line in summary}
     for name in ("sgd", "momentum", "nesterov"):
         assert rows[name].endswith(f"diverged at {epochs[name]}")
-    assert rows["heavy-ball"].split()[-1].isdigit()  # tuned: converges
+    for name in ("heavy-ball", "autotune", "autotune-hvp"):
+        assert rows[name].split()[-1].isdigit(), rows[name]  # tuned: converges
     assert "diverged (non-finite loss): sgd at epoch" in text
+    assert err == (
+        "momentax: error: sgd, momentum, nesterov diverged (non-finite loss); "
+        "see the summary\n"
+    )
 
 
-def test_huge_values_keep_the_columns():
+def assert_huge_values_keep_the_columns(text, rows):
     # lr 1 for 6 epochs: finite but around 1e13, in scientific notation.
+    lines = text.split("epochs to 1%\n")[1].splitlines()[:rows]
+    assert lines[0].startswith("sgd ") and "e+" in lines[0]
+    header = text.split("\nafter 6 epochs")[1].splitlines()[1]
+    assert {len(line) for line in lines} == {len(header)}
+
+
+@pytest.mark.slow  # the whole command (compiling every contender) for one layout
+def test_huge_values_keep_the_columns():
     status, text = run_cli("--task", "tiny", "--lr", "1", "--epochs", "6", "--no-plots")
     assert status == 0
-    lines = text.split("epochs to 1%\n")[1].splitlines()[:7]
-    assert "e+" in lines[0]
-    header = text.split("\nafter 6 epochs")[1].splitlines()[1]
-    assert {len(line) for line in lines[:6]} == {len(header)}
+    assert_huge_values_keep_the_columns(text, rows=6)
+
+
+def test_huge_values_keep_the_summary_columns():
+    # The summary of the command above, for the hand-set contenders (those --lr
+    # reaches): their runs compile in a fraction of a second.
+    task = tasks.tiny_line()
+    optimum = tasks.least_squares(task)
+    results = [
+        _report.Result(tasks.run(task, c, 6), optimum)
+        for c in tasks.contenders(task, learning_rate=1.0)
+        if not c.tuned
+    ]
+    out = io.StringIO()
+    _report.print_summary(results, optimum, 6, out)
+    assert_huge_values_keep_the_columns(out.getvalue(), rows=4)
 
 
 @pytest.mark.parametrize(
@@ -272,18 +351,6 @@ def test_out_must_be_a_folder(tmp_path, capsys):
     assert "--out: cannot create the folder" in err and "Not a directory" in err
 
 
-def test_json_writes_plots_only_with_out(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    status, text = run_cli("--task", "tiny", "--epochs", "5", "--json")
-    assert status == 0
-    assert json.loads(text)["plots"] == []  # the whole of stdout is the document
-    assert not any(tmp_path.iterdir())
-    # Without --json the plots go to ./momentax-out, as before.
-    status, text = run_cli("--task", "tiny", "--epochs", "5")
-    assert status == 0 and "wrote momentax-out" in text
-    assert_plots(tmp_path / "momentax-out", "tiny")
-
-
 class Failing(io.StringIO):
     """A stdout whose writes fail like a closed pipe or a full disk."""
 
@@ -295,14 +362,34 @@ class Failing(io.StringIO):
         raise self.error
 
 
+BROKEN_PIPE = (BrokenPipeError(32, "Broken pipe"), 141, "")
+FULL_DISK = (OSError(28, "No space left on device"), 1, "No space left on device")
+
+
+@pytest.mark.parametrize(("error", "status", "message"), [BROKEN_PIPE, FULL_DISK])
+def test_a_failed_write_becomes_a_status_and_a_message(error, status, message, capsys):
+    # What the command does when writing its results fails, without training.
+    def write(out):
+        print("results", file=out)
+
+    assert _cli._emit(Failing(error), write) == status
+    err = capsys.readouterr().err
+    expected = f"momentax: error: cannot write the results to stdout: {message}\n"
+    assert err == (expected if message else "")
+
+
 @pytest.mark.parametrize(
-    ("error", "status", "message"),
+    ("error", "status", "message", "mode"),
     [
-        (BrokenPipeError(32, "Broken pipe"), 141, ""),
-        (OSError(28, "No space left on device"), 1, "No space left on device"),
+        # Each trains every contender: the fast tier takes one through the
+        # whole command (the write's handling on its own is the test above),
+        # the slow tier the other error and output pairs.
+        pytest.param(*FULL_DISK, ("--json",), id="full-disk-json"),
+        pytest.param(*BROKEN_PIPE, (), id="broken-pipe-text", marks=SLOW),
+        pytest.param(*BROKEN_PIPE, ("--json",), id="broken-pipe-json", marks=SLOW),
+        pytest.param(*FULL_DISK, (), id="full-disk-text", marks=SLOW),
     ],
 )
-@pytest.mark.parametrize("mode", [(), ("--json",)])
 def test_failing_stdout_gives_a_status_not_a_traceback(
     error, status, message, mode, capsys
 ):
@@ -431,14 +518,17 @@ def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
     assert "the post" not in text and "the notebook's" not in text
 
 
-def test_the_output_names_the_write_up():
-    for task, title in (("noisy", tasks.BLOG_TITLE), ("tiny", tasks.NOTEBOOK_TITLE)):
-        _, text = run_cli("--task", task, "--epochs", "3", "--no-plots")
+def test_the_output_names_the_write_up(main_job):
+    # A text and a JSON run of each task.
+    for task, title, text_run, json_run in (
+        ("noisy", tasks.BLOG_TITLE, DEFAULT, OPTIONS_JSON),
+        ("tiny", tasks.NOTEBOOK_TITLE, DIVERGING_TEXT, TINY_JSON),
+    ):
+        text = main_job(*text_run).out
         assert text.splitlines()[0].startswith(
             f'momentax {momentax.__version__}: task {task!r} from "{title}" ('
         )
-        _, text = run_cli("--task", task, "--epochs", "3", "--no-plots", "--json")
-        assert json.loads(text)["write_up"] == title
+        assert json.loads(main_job(*json_run).out)["write_up"] == title
 
 
 def test_progress_is_shown_only_for_long_runs():
@@ -526,6 +616,9 @@ def test_json_history_is_streamed_not_listed():
 def test_streamed_json_reads_back_exactly():
     epochs = 70_000  # more than one chunk of 65536
     task, optimum, results = synthetic_results(epochs)
+    # Each kind of entry once: no velocity (sgd), a velocity and a fixed lr
+    # (momentum), a tuned lr and momentum (autotune). Six took seconds to parse.
+    results = [results[0], results[1], results[4]]
     sink = Sink(keep=True)
     _json_out.write_document(sink, task, None, epochs, optimum, (2.0, 1.0), results, [])
     document = json.loads("".join(sink.parts))
@@ -541,7 +634,9 @@ def test_streamed_json_reads_back_exactly():
             if values is None:
                 assert found is None
                 continue
-            expected = [float(v) if np.isfinite(v) else None for v in values]
+            # (Python floats, as float(v) gives them, and math.isfinite on them:
+            # per-element NumPy calls took seconds over 70,000 epochs.)
+            expected = [v if math.isfinite(v) else None for v in values.tolist()]
             assert found == expected, name  # bit for bit: floats compare exactly
         assert entry["diverged_at_epoch"] == epochs - 2
 

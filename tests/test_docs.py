@@ -30,6 +30,32 @@ def _blocks(page: pathlib.Path) -> list[tuple[str, int, str]]:
 
 BLOCKS = [block for page in [ROOT / "README.md", *PAGES] for block in _blocks(page)]
 
+# Blocks that run in the slow tier (`pytest -m slow`), each with why: seconds each,
+# for what another fast test already runs. Named by page and first line of code:
+# test_slow_blocks_exist fails when an edit of the page moves one.
+SLOW_BLOCKS = {
+    "docs/main-job.md:144": "runs the main job's comparison, every contender for "
+    "450 epochs (tests/test_cli.py runs the main job)",
+    "docs/tuning.md:17": "compiles estimate_curvature's Lanczos loop and takes 100 "
+    "steps op by op (its doctest and tests/test_curvature.py run it)",
+    "docs/tuning.md:57": "compiles autotune with value_fn, Lanczos on Hessian-vector "
+    "products (tests/test_autotune.py runs it)",
+    "docs/training.md:207": "compiles a loss of 100 leaves, packed, for 300 steps "
+    "(tests/test_packing.py trains packed params)",
+    # Flax NNX and Equinox: importing them and tracing their models takes seconds
+    # (Flax Linen, whose TrainState the tests import anyway, stays).
+    "docs/frameworks.md:28": "trains a Flax NNX model",
+    "docs/frameworks.md:73": "trains a Flax NNX model with fit",
+    "docs/frameworks.md:215": "trains an Equinox model",
+    "docs/frameworks.md:252": "trains an Equinox model with fit",
+}
+
+
+def _block_param(where, line, code):
+    name = f"{where}:{line}"
+    marks = [pytest.mark.slow] if name in SLOW_BLOCKS else []
+    return pytest.param(where, line, code, id=name, marks=marks)
+
 
 def _expected(code: str) -> list[str]:
     return [
@@ -46,8 +72,12 @@ def test_every_page_and_the_readme_have_examples():
     assert len(with_blocks) >= 8, with_blocks
 
 
+def test_slow_blocks_exist():
+    assert set(SLOW_BLOCKS) <= {f"{where}:{line}" for where, line, _ in BLOCKS}
+
+
 @pytest.mark.parametrize(
-    "where, line, code", BLOCKS, ids=[f"{w}:{n}" for w, n, _ in BLOCKS]
+    "where, line, code", [_block_param(*block) for block in BLOCKS]
 )
 def test_block_runs_and_prints_what_it_says(where, line, code):
     # A block is a whole program, imports included, never a fragment.

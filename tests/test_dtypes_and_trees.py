@@ -1,10 +1,13 @@
 """Dtypes, tree shapes, complex params and the momentum=0 fast path."""
 
+import itertools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from absl.testing import parameterized
 
 import momentax
@@ -15,15 +18,35 @@ def _dtypes(tree):
     return jax.tree.map(lambda x: x.dtype, tree)
 
 
-class DtypeTest(chex.TestCase):
-    # Jitted: eager steps keep their dtypes under Hypothesis (test_properties.py).
-    @chex.variants(with_jit=True)
-    @parameterized.product(
-        convention=momentax.CONVENTIONS,
-        param_dtype=("bfloat16", "float16", "float32"),
-        accumulator_dtype=(None, "float32", "bfloat16"),
+# (convention, param dtype, accumulator dtype): each compiles a step. The fast tier
+# takes every pair of values (9 cases), the slow tier the other 9.
+DTYPE_GRID = list(
+    itertools.product(
+        momentax.CONVENTIONS,
+        ("bfloat16", "float16", "float32"),
+        (None, "float32", "bfloat16"),
     )
-    def test_state_keeps_its_dtypes(self, convention, param_dtype, accumulator_dtype):
+)
+DTYPE_FAST = helpers.pairwise(DTYPE_GRID)
+
+
+def _dtype_cases(cases):
+    return [
+        {
+            "testcase_name": f"_{convention}_{param}_{accumulator}",
+            "convention": convention,
+            "param_dtype": param,
+            "accumulator_dtype": accumulator,
+        }
+        for convention, param, accumulator in cases
+    ]
+
+
+class StateDtypeCheck:
+    """The dtypes a state keeps over three steps, jitted."""
+
+    # Jitted: eager steps keep their dtypes under Hypothesis (test_properties.py).
+    def check_state_keeps_its_dtypes(self, convention, param_dtype, accumulator_dtype):
         params = helpers.nested_params(param_dtype)
         # Hyperparameters as float32 arrays: Optax would upcast a bf16 state here.
         opt = momentax.momentum(
@@ -50,6 +73,13 @@ class DtypeTest(chex.TestCase):
             chex.assert_trees_all_equal_shapes(new_state, state)
             chex.assert_trees_all_equal_dtypes(updates, grads)
             state = new_state
+
+
+class DtypeTest(StateDtypeCheck, chex.TestCase):
+    @chex.variants(with_jit=True)
+    @parameterized.named_parameters(*_dtype_cases(DTYPE_FAST))
+    def test_state_keeps_its_dtypes(self, convention, param_dtype, accumulator_dtype):
+        self.check_state_keeps_its_dtypes(convention, param_dtype, accumulator_dtype)
 
     @parameterized.product(convention=momentax.CONVENTIONS)
     def test_lax_scan_carry_is_stable_for_bf16(self, convention):
@@ -94,6 +124,16 @@ class DtypeTest(chex.TestCase):
             _, state = jax.jit(opt.update)(params, state, params)
             for leaf in jax.tree.leaves(helpers.velocity(state)):
                 self.assertEqual(leaf.dtype, jnp.float64)
+
+
+@pytest.mark.slow
+class DtypeGridTest(StateDtypeCheck, chex.TestCase):
+    @chex.variants(with_jit=True)
+    @parameterized.named_parameters(
+        *_dtype_cases(case for case in DTYPE_GRID if case not in DTYPE_FAST)
+    )
+    def test_state_keeps_its_dtypes(self, convention, param_dtype, accumulator_dtype):
+        self.check_state_keeps_its_dtypes(convention, param_dtype, accumulator_dtype)
 
 
 class TreeTest(chex.TestCase):

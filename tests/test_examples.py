@@ -11,6 +11,8 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 
 
+@pytest.mark.slow  # the whole script, 800 steps twice: 5-6 s (test_training.py
+# runs fit and make_train_step in the fast tier)
 def test_own_model_trains_with_fit_and_with_the_train_step():
     out = io.StringIO()
     # Example code is user code: standard dtype promotion, as users run it.

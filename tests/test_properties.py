@@ -63,17 +63,7 @@ def _params(shape_tree, dtype, seed):
     )
 
 
-# Fewer examples for the two properties below: each (param dtype, accumulator
-# dtype, convention) is also checked, jitted, in test_dtypes_and_trees.py.
-@settings(max_examples=15)
-@given(
-    shape_tree=trees,
-    kwargs=options(),
-    dtype=st.sampled_from(["float32", "bfloat16", "float16"]),
-    accumulator_dtype=st.sampled_from([None, "float32", "bfloat16"]),
-    seed=st.integers(0, 2**16),
-)
-def test_state_structure_and_dtype_are_stable(
+def _state_structure_and_dtype_are_stable(
     shape_tree, kwargs, dtype, accumulator_dtype, seed
 ):
     params = _params(shape_tree, dtype, seed)
@@ -88,9 +78,7 @@ def test_state_structure_and_dtype_are_stable(
         state = new_state
 
 
-@settings(max_examples=15)
-@given(shape_tree=trees, kwargs=options(), seed=st.integers(0, 2**16))
-def test_zero_gradient_from_zero_velocity_is_a_zero_update(shape_tree, kwargs, seed):
+def _zero_gradient_from_zero_velocity_is_a_zero_update(shape_tree, kwargs, seed):
     # With weight decay the followed gradient is wd * p, so use zero params there.
     params = _params(shape_tree, "float32", seed)
     if kwargs["weight_decay"]:
@@ -101,6 +89,57 @@ def test_zero_gradient_from_zero_velocity_is_a_zero_update(shape_tree, kwargs, s
     chex.assert_trees_all_equal(updates, zeros)
     if helpers.velocity(state) is not None:
         chex.assert_trees_all_equal(helpers.velocity(state), zeros)
+
+
+STATE_DRAWS = given(
+    shape_tree=trees,
+    kwargs=options(),
+    dtype=st.sampled_from(["float32", "bfloat16", "float16"]),
+    accumulator_dtype=st.sampled_from([None, "float32", "bfloat16"]),
+    seed=st.integers(0, 2**16),
+)
+ZERO_DRAWS = given(shape_tree=trees, kwargs=options(), seed=st.integers(0, 2**16))
+
+# Few examples for the two properties below: each (param dtype, accumulator
+# dtype, convention) is also checked, jitted, in test_dtypes_and_trees.py. Each
+# example runs op by op on new shapes, compiling each operation anew (about 0.5 s
+# an example): the fast tier draws 5, the slow tier 15 of its own.
+
+
+@settings(max_examples=5)
+@STATE_DRAWS
+def test_state_structure_and_dtype_are_stable(
+    shape_tree, kwargs, dtype, accumulator_dtype, seed
+):
+    _state_structure_and_dtype_are_stable(
+        shape_tree, kwargs, dtype, accumulator_dtype, seed
+    )
+
+
+@pytest.mark.slow
+@settings(max_examples=15)
+@STATE_DRAWS
+def test_state_structure_and_dtype_are_stable_on_more_examples(
+    shape_tree, kwargs, dtype, accumulator_dtype, seed
+):
+    _state_structure_and_dtype_are_stable(
+        shape_tree, kwargs, dtype, accumulator_dtype, seed
+    )
+
+
+@settings(max_examples=5)
+@ZERO_DRAWS
+def test_zero_gradient_from_zero_velocity_is_a_zero_update(shape_tree, kwargs, seed):
+    _zero_gradient_from_zero_velocity_is_a_zero_update(shape_tree, kwargs, seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=15)
+@ZERO_DRAWS
+def test_zero_gradient_from_zero_velocity_is_a_zero_update_on_more_examples(
+    shape_tree, kwargs, seed
+):
+    _zero_gradient_from_zero_velocity_is_a_zero_update(shape_tree, kwargs, seed)
 
 
 # Mostly in range, sometimes out of it (negative, above 1, NaN, infinite, a bool).

@@ -5,7 +5,9 @@ abstractly), keep it through every step, never be gathered, and sharded
 training must give the params of single-device training.
 """
 
+import functools
 import gc
+import itertools
 import re
 import weakref
 
@@ -20,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 import momentax
 import momentax.training
 from momentax import tasks
-from tests.helpers import TOL
+from tests.helpers import TOL, pairwise
 
 NUM_DEVICES = 8
 CPUS = jax.devices("cpu")
@@ -171,15 +173,38 @@ def test_scale_by_momentum_keeps_the_params_sharding_in_any_chain():
     assert_same_sharding(velocity(state), params)
 
 
-@pytest.mark.parametrize("convention", momentax.CONVENTIONS)
-@pytest.mark.parametrize("kind", AXIS_TYPES)
-@pytest.mark.parametrize("layout", ["data_parallel", "fully_sharded", "both"])
-def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, layout):
+@functools.cache
+def single_device_params(convention):
+    """The params after NUM_STEPS of one-device training, on the host."""
+    result = momentax.training.fit(
+        tasks.linear_loss,
+        optimizer(convention),
+        init_params(),
+        data=TASK.train,
+        num_steps=NUM_STEPS,
+    )
+    return jax.device_get(result.params)
+
+
+# (layout, axis kind, convention): each compiles a sharded fit. The fast tier takes
+# every pair of values (6 cases), the slow tier the other 6.
+FIT_GRID = list(
+    itertools.product(
+        ["data_parallel", "fully_sharded", "both"], AXIS_TYPES, momentax.CONVENTIONS
+    )
+)
+FIT_FAST = pairwise(FIT_GRID)
+FIT_CASES = [
+    pytest.param(*case, marks=[] if case in FIT_FAST else [pytest.mark.slow])
+    for case in FIT_GRID
+]
+
+
+@pytest.mark.parametrize(("layout", "kind", "convention"), FIT_CASES)
+def test_sharded_fit_keeps_shardings_and_matches_one_device(layout, kind, convention):
     placement = placements(kind)[layout]
     opt = optimizer(convention)
-    single = momentax.training.fit(
-        tasks.linear_loss, opt, init_params(), data=TASK.train, num_steps=NUM_STEPS
-    )
+    single = single_device_params(convention)
     state = placement.init(opt, init_params())
     assert_same_sharding(velocity(state), placement.put_params(init_params()))
     result = momentax.training.fit(
@@ -199,10 +224,10 @@ def test_sharded_fit_keeps_shardings_and_matches_one_device(convention, kind, la
     # The sharded loss sums in another order (per shard, then across shards):
     # the helpers' float32 tolerance for reordered sums.
     np.testing.assert_allclose(
-        result.params["w"], single.params["w"], **TOL[jnp.dtype(jnp.float32)]
+        result.params["w"], single["w"], **TOL[jnp.dtype(jnp.float32)]
     )
     np.testing.assert_allclose(
-        result.params["b"], single.params["b"], **TOL[jnp.dtype(jnp.float32)]
+        result.params["b"], single["b"], **TOL[jnp.dtype(jnp.float32)]
     )
     assert float(result.history["loss"][-1]) < 0.1 * float(result.history["loss"][0])
 

@@ -1,5 +1,6 @@
 """The line tasks, their least-squares optimum, heavy-ball tuning and comparison."""
 
+import functools
 import math
 
 import chex
@@ -162,7 +163,8 @@ class OptimumTest(parameterized.TestCase):
         with jax.enable_x64(True):
             task = tasks.noisy_line(dtype=jnp.float64)
             flat = lambda v: tasks.mse_loss({"k": v[0], "b": v[1]}, task.train)  # noqa: E731
-            expected = jax.hessian(flat)(jnp.zeros(2, jnp.float64))
+            # Jitted: op by op, the nested differentiation took seconds.
+            expected = jax.jit(jax.hessian(flat))(jnp.zeros(2, jnp.float64))
             np.testing.assert_allclose(tasks.hessian(task.train), expected, rtol=1e-12)
         big, small = tasks.curvature_bounds(task.train)
         np.testing.assert_allclose(
@@ -261,13 +263,33 @@ class HeavyBallTuningTest(parameterized.TestCase):
         assert tuning.rate < 0.7 < math.sqrt(0.93)
 
 
-TUNED = ("autotune", "autotune-hvp")
+def run_all(task, epochs, *, tuned=True):
+    """The optimum and the contenders' runs (``tuned=False``: the hand-set ones).
 
-
-def run_all(task, epochs):
+    Compiling the auto-tuned contenders takes seconds: leave them out where
+    nothing is asserted about them.
+    """
     optimum = tasks.least_squares(task)
-    runs = {c.name: tasks.run(task, c, epochs) for c in tasks.contenders(task)}
+    runs = {
+        c.name: tasks.run(task, c, epochs)
+        for c in tasks.contenders(task)
+        if tuned or not c.tuned
+    }
     return optimum, runs
+
+
+# The hand-set contenders on each write-up's task, run once and shared by the
+# tests that only read the runs: the blog's settings, and the tiny task for 300
+# epochs. The auto-tuned ones (seconds of compiling each) are TunedContenderTest's.
+@functools.cache
+def blog_runs():
+    task = tasks.noisy_line()
+    return run_all(task, task.reference.epochs, tuned=False)
+
+
+@functools.cache
+def tiny_runs():
+    return run_all(tasks.tiny_line(), 300, tuned=False)
 
 
 class ComparisonTest(parameterized.TestCase):
@@ -348,9 +370,8 @@ class ComparisonTest(parameterized.TestCase):
             tasks.run(task, tasks.contenders(task)[0], epochs)
 
     def test_blog_settings_reach_least_squares(self):
-        task = tasks.noisy_line()
-        optimum, runs = run_all(task, task.reference.epochs)
-        for name in ("momentum", "nesterov", "heavy-ball", *TUNED):
+        optimum, runs = blog_runs()
+        for name in ("momentum", "nesterov", "heavy-ball"):
             k, b = runs[name].trajectory[-1]
             # float32 params near 3-4: a few ulps (1e-6) times the condition
             # number (19) of the noise in the gradient is < 1e-4 relative.
@@ -360,9 +381,8 @@ class ComparisonTest(parameterized.TestCase):
             assert abs(runs[name].train_loss[-1] - optimum.train_loss) < 1e-5
 
     def test_tiny_task_reaches_y_equals_2x(self):
-        task = tasks.tiny_line()
-        _, runs = run_all(task, 300)
-        for name in ("momentum", "nesterov", "heavy-ball", *TUNED):
+        _, runs = tiny_runs()
+        for name in ("momentum", "nesterov", "heavy-ball"):
             # The slowest, momentum 0.9, shrinks the error by at least
             # sqrt(0.9) per epoch (about 1e-7 over 300 epochs from a distance of 2):
             # what remains is float32 rounding of k = 2 (1e-7), well under 1e-4.
@@ -376,7 +396,7 @@ class ComparisonTest(parameterized.TestCase):
         task = tasks.noisy_line(**kwargs)
         big, small = tasks.curvature_bounds(task.train)
         assert big / small > 15  # ill-conditioned
-        optimum, runs = run_all(task, 4000)
+        optimum, runs = run_all(task, 4000, tuned=False)
         # Epochs to within 1%; never (None) counts as more than any number.
         reached = {
             name: tasks.epochs_to_tolerance(r, optimum) for name, r in runs.items()
@@ -389,8 +409,7 @@ class ComparisonTest(parameterized.TestCase):
     def test_velocity_keeps_its_sign_after_the_gradient_flips(self):
         # The blog's observation: with momentum 0.93, k keeps moving the same way
         # for several epochs after its gradient has changed sign.
-        task = tasks.noisy_line()
-        run = tasks.run(task, tasks.contenders(task)[1], task.reference.epochs)
+        run = blog_runs()[1]["momentum"]
         change = tasks.sign_change(run)
         assert change is not None and change.velocity_epoch is not None
         assert change.velocity_epoch - change.grad_epoch >= 5, change
@@ -422,6 +441,8 @@ class TunedContenderTest(parameterized.TestCase):
             # number (19 noisy, 15 tiny) is well under 1e-4 relative; the tiny
             # optimum's b = 0 needs the absolute part.
             np.testing.assert_allclose(run.trajectory[-1], target, rtol=1e-4, atol=1e-5)
+            assert abs(run.train_loss[-1] - optimum.train_loss) < 1e-5
+            assert tasks.diverged_epoch(run) is None
             reached = tasks.epochs_to_tolerance(run, optimum)
             assert reached is not None and reached < epochs // 2, reached
             assert run.learning_rate.shape == run.momentum.shape == (epochs,)
@@ -483,9 +504,10 @@ class DivergenceTest(parameterized.TestCase):
         assert not np.isfinite(run.train_loss[epoch])
 
     def test_converging_run_does_not_diverge(self):
-        task = tasks.tiny_line()
-        for contender in tasks.contenders(task):
-            assert tasks.diverged_epoch(tasks.run(task, contender, 20)) is None
+        _, runs = tiny_runs()  # the hand-set contenders, 300 epochs
+        assert len(runs) == 4
+        for run in runs.values():
+            assert tasks.diverged_epoch(run) is None, run.contender.name
 
 
 class ToleranceTest(parameterized.TestCase):
