@@ -41,25 +41,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _pairs(options):
-    return {
-        ((a, options[a]), (b, options[b]))
-        for a, b in itertools.combinations(sorted(options), 2)
-    }
-
-
-def _pairwise(cases):
-    """A few of ``cases`` that together hold every pair of values any case holds."""
-    needed = set().union(*map(_pairs, cases))
-    chosen = []
-    while needed:
-        best = max(cases, key=lambda o: len(_pairs(o) & needed))
-        chosen.append(best)
-        needed -= _pairs(best)
-    return chosen
-
-
-PAIRWISE = _pairwise(VALID)
+# Every dict of VALID has the same keys in the same order: the pairwise cover
+# of their value tuples is one of the dicts.
+_KEYS = tuple(VALID[0])
+PAIRWISE = [
+    dict(zip(_KEYS, values, strict=True))
+    for values in helpers.pairwise([tuple(o.values()) for o in VALID])
+]
 
 
 def _grid():
@@ -115,6 +103,13 @@ def _compare(options, convention, schedule, device_name):
         chex.assert_trees_all_close(helpers.velocity(state), want_velocity, **tol)
     else:
         assert helpers.velocity(state) is None
+
+
+def _pairs(options):
+    return {
+        ((a, options[a]), (b, options[b]))
+        for a, b in itertools.combinations(sorted(options), 2)
+    }
 
 
 def test_the_fast_subset_holds_every_pair_of_option_values():
