@@ -8,7 +8,6 @@ of :math:`H` from inside, the largest first. Everything works on pytrees, so a
 sharded param keeps its sharding and the basis is stored leaf by leaf.
 """
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -445,16 +444,16 @@ def estimate_curvature(
     _check_arguments(fn, params, num_iterations, key, initial_vector)
     params = jax.tree.map(jnp.asarray, params)
     key = jax.random.key(0) if key is None else key
-    found: CurvatureEstimate = _estimate(
+    try:
+        hash(fn)
+    except TypeError:  # e.g. a module holding arrays: no cache key, run as is
+        return _estimate(fn, params, int(num_iterations), key, initial_vector)
+    found: CurvatureEstimate = _compiled_estimate(
         fn, params, int(num_iterations), key, initial_vector
     )
     return found
 
 
-# One compiled program per (fn, num_iterations, shapes): outside jax.jit each
-# call would otherwise dispatch op by op and compile the loop anew; inside, it
-# is inlined into the caller's trace.
-@functools.partial(jax.jit, static_argnames=("fn", "num_iterations"))
 def _estimate(
     fn: Callable[[Any], jax.Array],
     params: Any,
@@ -466,3 +465,9 @@ def _estimate(
     _, scalar = work_dtypes(params)
     start = start_vector(start_key, params, initial_vector)
     return lanczos(hvp_of(fn, params), start, num_iterations, restart_key, scalar)
+
+
+# One compiled program per (fn, num_iterations, shapes): outside jax.jit each
+# call would otherwise dispatch op by op and compile the loop anew; inside, it
+# is inlined into the caller's trace.
+_compiled_estimate = jax.jit(_estimate, static_argnames=("fn", "num_iterations"))

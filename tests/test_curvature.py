@@ -155,6 +155,23 @@ def test_jit_matches_eager():
     chex.assert_trees_all_close(eager, jitted, rtol=1e-4, atol=1e-4)
 
 
+def test_an_unhashable_loss_object_works():
+    class Loss:  # holds an array and compares by value, like many modules
+        def __init__(self, scale):
+            self.scale = scale
+
+        def __eq__(self, other):
+            return isinstance(other, Loss) and bool(jnp.all(self.scale == other.scale))
+
+        __hash__ = None
+
+        def __call__(self, p):
+            return 0.5 * jnp.sum(self.scale * p**2)
+
+    est = momentax.estimate_curvature(Loss(jnp.arange(1.0, 9.0)), jnp.ones(8))
+    assert float(est.max_curvature) == pytest.approx(8.0, rel=1e-4)
+
+
 def test_warm_start_from_the_top_vector():
     params = jnp.ones(1000)
     cold = estimate_30(params, jax.random.key(0))
