@@ -1,5 +1,6 @@
 """autotune: the closed-form rule, its safeguards, conventions, state and devices."""
 
+import functools
 import math
 from fractions import Fraction
 
@@ -191,10 +192,10 @@ def steps_to(errs, target=1e-4):
     ("hvp", "convention"),
     [
         (False, "sutskever"),
-        (False, "pytorch"),
         (True, "sutskever"),
-        # The HVP path in the other convention: the same iterates, as
-        # test_both_conventions_give_the_same_iterates checks; 4-5 s: slow tier.
+        # The other convention gives the same iterates, as
+        # test_both_conventions_give_the_same_iterates checks: slow tier.
+        pytest.param(False, "pytorch", marks=pytest.mark.slow),
         pytest.param(True, "pytorch", marks=pytest.mark.slow),
     ],
 )
@@ -265,13 +266,16 @@ def test_both_conventions_give_the_same_iterates(hvp):
 # --- State, jit, scan, composition -----------------------------------------
 
 
-def test_state_is_named_and_stable_and_the_rates_are_gettable():
+# With HVPs, the Ritz vectors and estimates join the state: a Lanczos compile
+# (5-7 s on 2 cores), slow tier.
+@pytest.mark.parametrize("hvp", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_state_is_named_and_stable_and_the_rates_are_gettable(hvp):
     opt = momentax.autotune()
     params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
     state = opt.init(params)
     assert isinstance(state, momentax.AutotuneState)
     loss = lambda p: jnp.sum((p["w"] @ jnp.ones(2) - 1.0) ** 2) + jnp.sum(p["b"] ** 2)  # noqa: E731
-    step = stepper(opt, loss, hvp=True)
+    step = stepper(opt, loss, hvp=hvp)
     _, new_state = step(*step(*step(params, state)))
     chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
     assert jax.tree.structure(state) == jax.tree.structure(new_state)
@@ -320,6 +324,9 @@ def test_chain_after_clipping_passes_value_fn_through():
     assert float(loss(params)) < 1e-3 * float(loss(10 * jnp.ones(20)))
 
 
+# Imports Flax and compiles its TrainState's step: slow tier
+# (tests/test_checkpoint_flax.py trains a TrainState in the fast one).
+@pytest.mark.slow
 def test_flax_train_state_loop():
     flax = pytest.importorskip("flax")
     from flax.training import train_state
@@ -350,15 +357,20 @@ def test_flax_train_state_loop():
 # --- Safeguards ------------------------------------------------------------
 
 
+@functools.cache
+def jitted_update(convention):
+    """An autotune and its jitted update, compiled once for the cases that share it."""
+    opt = momentax.autotune(convention=convention)
+    return opt, jax.jit(opt.update)
+
+
 @pytest.mark.parametrize("convention", ["sutskever", "pytorch"])
 # 1e30 is finite, but its square overflows float32: the statistics would be
 # infinite, so the step is skipped like a non-finite one.
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf, 1e30])
 def test_a_non_finite_gradient_is_a_zero_step_and_never_seen(convention, bad):
     loss = quadratic(jnp.logspace(0, 1, 6))
-    opt = momentax.autotune(convention=convention)
-
-    update = jax.jit(opt.update)
+    opt, update = jitted_update(convention)
 
     def run(num_steps, poison_at=None):
         params, state = jnp.ones(6), opt.init(jnp.ones(6))
@@ -424,6 +436,7 @@ def test_learning_rate_respects_the_stability_bound_with_capped_momentum():
     assert np.all(np.isfinite(params))
 
 
+@pytest.mark.slow  # a Lanczos compile of its own (4 s on 2 cores)
 def test_secants_overrule_a_lanczos_estimate_below_the_path_curvature():
     # value_fn's Hessian is 1000x smaller than the gradients': Lanczos alone
     # would tune the rate for h_max = 0.01 and diverge. The secants measure the
@@ -453,19 +466,19 @@ def test_secants_overrule_a_lanczos_estimate_below_the_path_curvature():
     assert float(loss(params)) < 1e-3 * float(loss(jnp.ones(6)))
 
 
-def test_non_convex_loss_never_gives_nan():
+# With HVPs: a Lanczos compile of its own (4 s on 2 cores), slow tier.
+@pytest.mark.parametrize("hvp", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_non_convex_loss_never_gives_nan(hvp):
     def loss(p):
         return jnp.sum(jnp.cos(3 * p)) + 0.01 * jnp.sum(p**4)
 
-    for hvp in (False, True):
-        errs, state = errors(
-            momentax.autotune(), loss, jnp.linspace(-1, 1, 16), 300, hvp
-        )
-        assert np.all(np.isfinite(errs))
-        chex.assert_tree_all_finite(state)
-        assert float(state.min_curvature) > 0
+    errs, state = errors(momentax.autotune(), loss, jnp.linspace(-1, 1, 16), 300, hvp)
+    assert np.all(np.isfinite(errs))
+    chex.assert_tree_all_finite(state)
+    assert float(state.min_curvature) > 0
 
 
+@pytest.mark.slow  # a Lanczos compile of its own (4 s on 2 cores)
 def test_hessian_refreshes_only_on_its_schedule():
     def loss(p):  # curvature changes along the path
         return jnp.sum(p**4) + jnp.sum(p**2)

@@ -105,6 +105,7 @@ DIVERGING_JSON = (*DIVERGING, "--json", "--out", "plots")
 DIVERGING_TEXT = (*DIVERGING, "--no-plots")
 
 
+@pytest.mark.slow  # the default command: 450 epochs of every contender
 def test_default_run_prints_the_blog_table_and_summary(main_job):
     status, text, _, cwd = main_job(*DEFAULT)
     assert status == 0
@@ -139,6 +140,7 @@ def test_tiny_task_json(main_job):
     assert status == 0
     document = json.loads(text)
     assert document["task"] == "tiny" and document["epochs"] == 20
+    assert document["write_up"] == tasks.NOTEBOOK_TITLE
     assert document["seed"] is None and document["test_points"] == 0
     assert [o["name"] for o in document["optimizers"]] == list(NAMES)
     assert [o["tuned"] for o in document["optimizers"]] == [False] * 4 + [True] * 2
@@ -164,6 +166,7 @@ def test_tiny_task_json(main_job):
     assert not any(cwd.iterdir())
 
 
+@pytest.mark.slow  # a whole command of its own (every contender compiled)
 def test_options_reach_the_run(main_job):
     status, text, _, _ = main_job(*OPTIONS_JSON)
     assert status == 0
@@ -176,6 +179,7 @@ def test_options_reach_the_run(main_job):
     )
 
 
+@pytest.mark.slow  # reads the default and the options runs
 def test_json_writes_plots_only_with_out(main_job):
     # --json without --out: the whole of stdout is the document, and no plots.
     status, text, _, cwd = main_job(*OPTIONS_JSON)
@@ -216,6 +220,7 @@ def diverged_epochs():
     }
 
 
+@pytest.mark.slow  # a whole command of its own
 def test_diverging_run_gives_valid_json_plots_and_exit_status_3(main_job):
     # Warnings are errors here: overflow must not warn, in the losses or the plots.
     status, text, err, cwd = main_job(*DIVERGING_JSON)
@@ -242,6 +247,7 @@ def test_diverging_run_gives_valid_json_plots_and_exit_status_3(main_job):
     assert "diverged (non-finite loss)" in err
 
 
+@pytest.mark.slow  # a whole command of its own
 def test_diverging_run_says_so_in_the_tables_and_summary(main_job):
     status, text, err, _ = main_job(*DIVERGING_TEXT)
     assert status == 3
@@ -381,10 +387,10 @@ def test_a_failed_write_becomes_a_status_and_a_message(error, status, message, c
 @pytest.mark.parametrize(
     ("error", "status", "message", "mode"),
     [
-        # Each trains every contender: the fast tier takes one through the
-        # whole command (the write's handling on its own is the test above),
-        # the slow tier the other error and output pairs.
-        pytest.param(*FULL_DISK, ("--json",), id="full-disk-json"),
+        # Each trains every contender (seconds of compiling the tuned ones):
+        # the fast tier checks the write's handling on its own (the test
+        # above), the slow tier every error and output pair.
+        pytest.param(*FULL_DISK, ("--json",), id="full-disk-json", marks=SLOW),
         pytest.param(*BROKEN_PIPE, (), id="broken-pipe-text", marks=SLOW),
         pytest.param(*BROKEN_PIPE, ("--json",), id="broken-pipe-json", marks=SLOW),
         pytest.param(*FULL_DISK, (), id="full-disk-text", marks=SLOW),
@@ -518,6 +524,7 @@ def test_help_names_the_write_ups_statuses_and_memory(capsys, monkeypatch):
     assert "the post" not in text and "the notebook's" not in text
 
 
+@pytest.mark.slow  # reads the default, options and diverging runs
 def test_the_output_names_the_write_up(main_job):
     # A text and a JSON run of each task.
     for task, title, text_run, json_run in (

@@ -38,6 +38,7 @@ def test_largest_eigenvalue_within_one_percent_in_30_hvps(seed):
     assert 1.0 <= float(est.min_curvature) <= 2.0
 
 
+@pytest.mark.slow  # a Lanczos compile of its own (45 HVPs)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_smallest_eigenvalue_within_factor_one_and_a_half_in_45_hvps(seed):
     # Measured over keys 0-9: the worst is 1.49 at 40 HVPs, 1.41 at 45.
@@ -83,6 +84,7 @@ def test_breakdown_gives_no_nan(num_iterations):
     np.testing.assert_allclose(top, [0.0, 0.0, 1.0], atol=1e-3)
 
 
+@pytest.mark.slow  # a Lanczos compile of its own (2-4 s on 2 cores)
 def test_few_distinct_eigenvalues_restart_without_nan():
     # Two distinct eigenvalues: each Krylov space is exhausted after two steps
     # and Lanczos restarts from fresh random vectors.
@@ -96,6 +98,7 @@ def test_few_distinct_eigenvalues_restart_without_nan():
     )
 
 
+@pytest.mark.slow  # a Lanczos compile of its own (2-4 s on 2 cores)
 def test_linear_function_has_zero_curvature():
     est = momentax.estimate_curvature(lambda x: jnp.sum(x), jnp.ones(4))
     chex.assert_tree_all_finite(est)
@@ -139,6 +142,7 @@ def test_deterministic_for_a_key_and_the_default_key_is_key_0():
     assert float(first.min_curvature) != float(other.min_curvature)
 
 
+@pytest.mark.slow  # two Lanczos compiles on a pytree (8-10 s on 2 cores)
 def test_jit_matches_eager():
     params = {"a": jnp.ones(40), "b": jnp.ones((2, 3))}
 
@@ -155,6 +159,7 @@ def test_jit_matches_eager():
     chex.assert_trees_all_close(eager, jitted, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # Lanczos run op by op (8-9 s on 2 cores)
 def test_an_unhashable_loss_object_works():
     class Loss:  # holds an array and compares by value, like many modules
         def __init__(self, scale):
@@ -172,6 +177,7 @@ def test_an_unhashable_loss_object_works():
     assert float(est.max_curvature) == pytest.approx(8.0, rel=1e-4)
 
 
+@pytest.mark.slow  # a Lanczos compile of its own (2-4 s on 2 cores)
 def test_warm_start_from_the_top_vector():
     params = jnp.ones(1000)
     cold = estimate_30(params, jax.random.key(0))
@@ -185,6 +191,7 @@ def test_warm_start_from_the_top_vector():
     assert float(fresh.max_curvature) < 0.95 * float(cold.max_curvature)
 
 
+@pytest.mark.slow  # a Lanczos compile of its own (2-4 s on 2 cores)
 def test_float64():
     with jax.enable_x64(True):
         x = jnp.arange(1.0, 11.0, dtype=jnp.float64)

@@ -42,8 +42,13 @@ SLOW_BLOCKS = {
     "products (tests/test_autotune.py runs it)",
     "docs/training.md:207": "compiles a loss of 100 leaves, packed, for 300 steps "
     "(tests/test_packing.py trains packed params)",
-    # Flax NNX and Equinox: importing them and tracing their models takes seconds
-    # (Flax Linen, whose TrainState the tests import anyway, stays).
+    "docs/scaling.md:33": "compiles fit for each of three layouts "
+    "(tests/test_sharding.py fits on each)",
+    "docs/scaling.md:122": "compiles fit with a checkpoint manager three times "
+    "(tests/test_fit_checkpoint.py resumes a killed fit)",
+    # Flax and Equinox: importing them and tracing their models takes seconds
+    # (tests/test_checkpoint_flax.py trains a Linen TrainState).
+    "docs/frameworks.md:123": "trains a Flax Linen model with a TrainState",
     "docs/frameworks.md:28": "trains a Flax NNX model",
     "docs/frameworks.md:73": "trains a Flax NNX model with fit",
     "docs/frameworks.md:215": "trains an Equinox model",

@@ -65,9 +65,19 @@ def figures():
     return get
 
 
-CASES = [("noisy", None), ("tiny", None), ("noisy", 100.0)]  # the last diverges
+# The blog's task trains every contender for 450 epochs (with the tuned ones'
+# compiling, 15 s on 2 cores): its cases are in the slow tier, and the fast
+# tier draws the notebook's. The last case diverges.
+SLOW = pytest.mark.slow
+CASES = [
+    pytest.param("noisy", None, marks=SLOW, id="noisy-None"),
+    pytest.param("tiny", None, id="tiny-None"),
+    pytest.param("noisy", 100.0, marks=SLOW, id="noisy-100.0"),
+]
 PLOTS = [
-    (*case, kind) for case in CASES for kind in ("losses", "surface", "k-dynamics")
+    pytest.param(*case.values, kind, marks=case.marks, id=f"{case.id}-{kind}")
+    for case in CASES
+    for kind in ("losses", "surface", "k-dynamics")
 ]
 
 
@@ -182,6 +192,7 @@ def test_noiseless_task_does_not_draw_its_zero_optimum(figures):
     assert "least-squares fit" not in labels
 
 
+@SLOW  # the blog's task
 def test_noisy_task_draws_its_optimum_and_gap(figures):
     fig = figures("noisy")["losses"]
     train, _, gap = data_axes(fig)
@@ -226,12 +237,14 @@ def test_surface_frames_the_slow_runs_and_draws_them_on_top(figures, name, lr):
     assert max(abs(x_low), abs(x_high), abs(y_low), abs(y_high)) < 100
 
 
+@SLOW  # the blog's task
 def test_heavy_ball_leaving_the_frame_says_so(figures):
     fig = figures("noisy")["surface"]
     labels = [line.get_label() for line in data_axes(fig)[0].get_lines()]
     assert "heavy-ball (leaves the frame)" in labels
 
 
+@SLOW  # the blog's task
 def test_diverged_runs_say_so_in_the_legend(figures):
     fig = figures("noisy", 100.0)["losses"]
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
@@ -239,10 +252,16 @@ def test_diverged_runs_say_so_in_the_legend(figures):
     assert "heavy-ball" in texts
 
 
-def test_titles_name_the_write_up(figures):
-    for name, title in (("noisy", tasks.BLOG_TITLE), ("tiny", tasks.NOTEBOOK_TITLE)):
-        for fig in figures(name).values():
-            assert title in fig.get_suptitle()
+@pytest.mark.parametrize(
+    ("name", "title"),
+    [
+        pytest.param("noisy", tasks.BLOG_TITLE, marks=SLOW),
+        ("tiny", tasks.NOTEBOOK_TITLE),
+    ],
+)
+def test_titles_name_the_write_up(figures, name, title):
+    for fig in figures(name).values():
+        assert title in fig.get_suptitle()
 
 
 def test_long_runs_are_thinned_for_plotting():
@@ -282,13 +301,14 @@ def test_plots_are_written_atomically_and_readable(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in paths} == before
 
 
+@SLOW  # the blog's task
 def test_the_legend_holds_the_optimum_line_once(figures):
     fig = figures("noisy")["losses"]
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts.count("least-squares fit") == 1 and texts.count("sgd") == 1
 
 
-@pytest.mark.parametrize("name", ["noisy", "tiny"])
+@pytest.mark.parametrize("name", [pytest.param("noisy", marks=SLOW), "tiny"])
 def test_tuned_contenders_are_in_every_plot_and_its_legend(name, figures):
     for kind, fig in figures(name).items():
         lines = {
