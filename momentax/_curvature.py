@@ -428,10 +428,13 @@ def estimate_curvature(
         L=105.9 m=1.017
         >>> tuning = momentax.heavy_ball_tuning(est.max_curvature, est.min_curvature)
         >>> opt = momentax.momentum(tuning.learning_rate, momentum=tuning.momentum)
+        >>> @jax.jit
+        ... def step(params, state):
+        ...     updates, state = opt.update(jax.grad(loss)(params), state, params)
+        ...     return optax.apply_updates(params, updates), state
         >>> state = opt.init(params)
         >>> for _ in range(100):
-        ...     updates, state = opt.update(jax.grad(loss)(params), state, params)
-        ...     params = optax.apply_updates(params, updates)
+        ...     params, state = step(params, state)
         >>> print(bool(loss(params) < 1e-9))
         True
 
