@@ -141,7 +141,7 @@ def _problem_targets(row: Row) -> list[Row]:
 
 
 def targets(results: dict[str, Any]) -> list[Row]:
-    """The targets of issue 23, each with its threshold, measurement and verdict."""
+    """The tuning targets, each with its threshold, measurement and verdict."""
     out = []
     for row in results["problems"]:
         out += _problem_targets(row)
@@ -242,20 +242,6 @@ def _contender_rows(row: Row) -> list[list[str]]:
         ]
     )
     return lines
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """The report as markdown: the run, then :func:`body`."""
-    env = results["environment"]
-    lines = [
-        "# Tuning benchmark: momentax.autotune against a grid search of momentum",
-        "",
-        f"`{results['command']}` on {env['cpu']} ({env['cpu_count']} cores), "
-        f"{env['backend']}, jax {env['jax']}, momentax {env['momentax']}, commit "
-        f"{env['commit']}, {env['date']}; {results['seconds']:.0f} s.",
-        "",
-    ]
-    return "\n".join(lines + body(results)) + "\n"
 
 
 def body(results: dict[str, Any]) -> list[str]:

@@ -30,8 +30,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-# docs/tuning/results.md is the tuning run's report, shown through its JSON.
-exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store", "tuning/results.md"]
+exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
 
 # Markdown pages: $...$ and $$...$$ maths, ::: fences, and anchors for headings.
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]

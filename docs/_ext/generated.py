@@ -4,7 +4,8 @@
   ``benchmarks/results/cpu/results.json``, rendered by the benchmark suite's own
   markdown writer, and ``compile.md``: those of
   ``benchmarks/results/cpu-compile/results.json`` (the compile section, run apart: it
-  takes about 35 minutes on 2 cores with one repeat).
+  takes about 35 minutes on 2 cores with one repeat), and ``tuning.md``: those of
+  ``benchmarks/results/cpu-tuning/results.json`` (the tuning section).
 * ``_build/generated/<task>.txt`` and ``<task>-*.png``: the main job's output and
   plots, from running ``python -m momentax --task <task> --out ...`` for both tasks.
 """
@@ -59,21 +60,18 @@ def generate(app: Any) -> None:
         tables = benchmark_tables(results / folder / "results.json")
         (OUT / f"{name}.md").write_text(tables + "\n")
     (OUT / "tuning.md").write_text(
-        tuning_tables(DOCS / "tuning" / "results.json") + "\n"
+        tuning_tables(results / "cpu-tuning" / "results.json") + "\n"
     )
     for task in TASKS:
         (OUT / f"{task}.txt").write_text(run_main_job(task))
 
 
 def tuning_tables(results_path: Path) -> str:
-    """The tuning section's tables (``docs/tuning/results.json``), demoted."""
+    """The tuning section's tables, demoted below the page's headings."""
     from benchmarks import _tuning_report  # the tuning section's writer
 
-    text = _tuning_report.markdown(json.loads(results_path.read_text()))
-    lines = text.splitlines()[1:]  # the page has its own title
-    return "\n".join(
-        "#" + line if line.startswith("#") else line for line in lines
-    ).lstrip()
+    lines = _tuning_report.body(json.loads(results_path.read_text())["tuning"])
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines)
 
 
 def skip_member(
