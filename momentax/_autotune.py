@@ -265,6 +265,7 @@ def autotune(
             curvature_max_mean=zero(),
             curvature_min_mean=zero(),
             curvature_mean=zero(),
+            noise_mean=zero(),
             hessian_max=zero(),
             hessian_min=zero(),
             top_vector=jax.tree.map(lambda p, d: jnp.zeros(p.shape, d), params, work),
@@ -342,8 +343,9 @@ def autotune(
         ranged = h_max > 0
         safe_max = jnp.where(ranged, h_max, 1) * (1 + stability_margin)
         safe_min = jnp.where(ranged, h_min, 1)
-        # Lanczos's range tunes Polyak's way (C = 0): see the module docstring.
-        noise = jnp.where(by_hessian, 0, variance)
+        # Lanczos's range tunes with the noise that its h_max does not explain
+        # (C would count heavy ball's oscillation too): see the docstring.
+        noise = jnp.where(by_hessian, _statistics.path_noise(state, decay), variance)
         rule = single_step(safe_max, safe_min, noise, distance, max_momentum)
         cap = jnp.where(
             previous.count == 0,
@@ -356,7 +358,7 @@ def autotune(
             momentum=jnp.where(ranged, rule.momentum, 0),
             max_curvature=h_max,
             min_curvature=h_min,
-            variance=variance,
+            variance=noise,
             distance=distance,
         )
 

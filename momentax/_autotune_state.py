@@ -33,6 +33,10 @@ class AutotuneState(NamedTuple):
         curvature_max_mean: The EMA of the window's largest curvature.
         curvature_min_mean: The EMA of the window's smallest curvature.
         curvature_mean: The EMA of the secant curvature.
+        noise_mean: The EMA of :math:`\max(0, \lVert g_t - g_{t-1}\rVert^2 -
+            (h_{\max} \lVert s_t\rVert)^2) / 2`, the part of the gradient
+            change that no curvature up to :math:`h_{\max}` explains: the
+            noise variance that the Lanczos path tunes with.
         hessian_max: The last Lanczos estimate of :math:`L` (0: none yet).
         hessian_min: The last Lanczos estimate of :math:`m` (0: none yet).
         top_vector: The top Ritz vector, Lanczos's warm start (zeros: none).
@@ -57,6 +61,7 @@ class AutotuneState(NamedTuple):
     curvature_max_mean: jax.Array
     curvature_min_mean: jax.Array
     curvature_mean: jax.Array
+    noise_mean: jax.Array
     hessian_max: jax.Array
     hessian_min: jax.Array
     top_vector: Any

@@ -14,6 +14,12 @@ average is kept as :math:`a_n = \beta a_{n-1} + (1 - \beta) x_n` from
   the range widens at once and narrows at the pace of the EMA.
 * Gradient variance :math:`C = \widehat{\lVert g\rVert^2} - \lVert\hat g\rVert^2`,
   the summed per-coordinate variance, with one param-sized buffer (:math:`\hat g`).
+* Noise variance along the path: the EMA of :math:`\max(0, \lVert g_t -
+  g_{t-1}\rVert^2 - (h_{\max}\lVert s_t\rVert)^2) / 2`. On a quadratic whose
+  curvatures are at most :math:`h_{\max}`, :math:`\lVert H s_t\rVert \le
+  h_{\max}\lVert s_t\rVert`, so the excess is the noise of the two gradients,
+  :math:`2C` in expectation; heavy ball's own oscillation adds nothing, as it
+  does to :math:`C` below.
 * Distance to the minimum :math:`D = \widehat{\lVert g\rVert} / \hat h`, the
   average gradient norm over the average curvature (:math:`\lVert g\rVert =
   \lVert H(\theta - \theta^*)\rVert` on a quadratic).
@@ -67,11 +73,15 @@ def observe(
     difference = jax.tree.map(
         lambda g, p: g.astype(p.dtype) - p, grads, state.previous_gradient
     )
-    secant = jnp.sqrt(tree_dot(difference, difference, dtype)) / jnp.where(
-        step_norm > 0, step_norm, 1
-    )
+    sq_difference = tree_dot(difference, difference, dtype)
+    secant = jnp.sqrt(sq_difference) / jnp.where(step_norm > 0, step_norm, 1)
     measured = (state.count > 0) & (step_norm > 0) & jnp.isfinite(secant)
     measured = measured & (secant > 0)
+    # g_t - g_{t-1} = H s_t + (noise of two gradients): what a curvature up to
+    # Lanczos's estimate of L cannot explain is noise, 2C in expectation. (Not
+    # the secants' h_max: noisy secants stretch it to explain the noise.)
+    explained = state.hessian_max * step_norm
+    noise = jnp.maximum(sq_difference - explained * explained, 0) / 2
     window = state.curvatures.shape[0]
     slot = state.num_curvatures % window
     curvatures = jnp.where(
@@ -103,6 +113,7 @@ def observe(
         curvature_max_mean=averaged(state.curvature_max_mean, window_max),
         curvature_min_mean=averaged(state.curvature_min_mean, window_min),
         curvature_mean=averaged(state.curvature_mean, secant),
+        noise_mean=averaged(state.noise_mean, noise),
     )
 
 
@@ -116,6 +127,11 @@ def curvature_range(state: AutotuneState, decay: float) -> tuple[jax.Array, jax.
     h_max = jnp.maximum(window_max, debiased(state.curvature_max_mean, decay, samples))
     h_min = jnp.minimum(window_min, debiased(state.curvature_min_mean, decay, samples))
     return h_max, jnp.where(samples > 0, h_min, 0)
+
+
+def path_noise(state: AutotuneState, decay: float) -> jax.Array:
+    """The debiased noise variance along the path (0 before a secant)."""
+    return debiased(state.noise_mean, decay, state.num_curvatures)
 
 
 def variance_and_distance(

@@ -458,16 +458,55 @@ def test_secants_overrule_a_lanczos_estimate_below_the_path_curvature():
     assert float(state.hessian_max) == pytest.approx(0.01, rel=1e-3)
     # Secants see at most the true curvature, so the rate may overshoot for a
     # few steps, but it is tuned for the gradients' range: no step overflows
-    # (without the secants: 181 of 200 did) and the loss falls (to 7e-5 of the
-    # start here; the range, Lanczos's h_min against the secants' h_max, is
-    # wider than the true one, so convergence is slow).
+    # (without the secants: 181 of 200 did) and the loss falls. Slowly (to
+    # 0.055 of the start here): the gradient change that Lanczos's estimate
+    # cannot explain counts as noise, which makes the rate conservative.
     assert float(state.max_curvature) > 1.0
     assert int(state.num_nonfinite) == 0
-    assert float(loss(params)) < 1e-3 * float(loss(jnp.ones(6)))
+    assert float(state.variance) > 0
+    assert float(loss(params)) < 0.1 * float(loss(jnp.ones(6)))
 
 
 # With HVPs: a Lanczos compile of its own (4 s on 2 cores), slow tier.
 @pytest.mark.parametrize("hvp", [False, pytest.param(True, marks=pytest.mark.slow)])
+def noisy_quadratic_run(noisy, steps=1000):
+    """autotune with value_fn on h_i = 1/i (100 dims), gradient noise covariance H."""
+    spectrum = 1.0 / jnp.arange(1.0, 101.0)
+    loss = quadratic(spectrum)
+    opt = momentax.autotune()
+
+    def body(carry, key):
+        params, state = carry
+        noise = jnp.sqrt(spectrum) * jax.random.normal(key, params.shape)
+        grads = spectrum * params + (noise if noisy else 0)
+        updates, state = opt.update(grads, state, params, value_fn=loss)
+        return (optax.apply_updates(params, updates), state), loss(params)
+
+    x0 = 10 * jnp.ones(100)
+    keys = jax.random.split(jax.random.key(0), steps)
+    run = jax.jit(lambda: jax.lax.scan(body, (x0, opt.init(x0)), keys))
+    (_, state), losses = run()
+    return state, np.asarray(losses), float(jnp.sum(spectrum))
+
+
+@pytest.mark.parametrize("noisy", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_with_value_fn_the_noise_is_what_the_hessian_does_not_explain(noisy):
+    state, losses, trace = noisy_quadratic_run(noisy)
+    if noisy:
+        # The noise's variance is tr(H) = 5.19. The estimate is an EMA of about
+        # 1000 steps of squared norms of 100-dimensional Gaussians (relative
+        # spread ~ 0.14 / sqrt(1000 / 2)): within 15%, measured 5.05.
+        assert float(state.variance) == pytest.approx(trace, rel=0.15)
+        # Tuned for that noise, the rate is low and the loss settles near its
+        # floor (mean of the last 100 steps 0.63 here; Polyak's rate for the
+        # range, as without the noise estimate, left it at 3.8).
+        assert float(np.mean(losses[-100:])) < 1.5
+    else:
+        # On a quadratic, H s explains the whole change of the gradient: heavy
+        # ball's oscillation is no noise, and the rate is Polyak's.
+        assert float(state.variance) == 0.0
+
+
 def test_non_convex_loss_never_gives_nan(hvp):
     def loss(p):
         return jnp.sum(jnp.cos(3 * p)) + 0.01 * jnp.sum(p**4)
