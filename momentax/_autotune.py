@@ -103,10 +103,12 @@ def autotune(
        form. With :math:`C = 0` this is Polyak's tuning,
        :math:`\eta = 4 / (\sqrt{h_{\max}} + \sqrt{h_{\min}})^2`; a larger
        :math:`C` raises :math:`\mu` and lowers :math:`\eta`. With Lanczos's
-       range the step is Polyak's tuning (:math:`C` taken as 0): the
-       gradients' EMA variance also counts their oscillation along the
-       heavy-ball path, which is no noise, and would slow a deterministic
-       problem down.
+       range, :math:`C` is the part of the gradient change that no curvature
+       up to Lanczos's :math:`L` explains, the EMA of :math:`\max(0,
+       \lVert g_t - g_{t-1}\rVert^2 - L^2 \lVert s_t\rVert^2) / 2`: zero on a
+       quadratic, where heavy ball's oscillation would count in the
+       gradients' EMA variance and slow a deterministic problem down, and the
+       noise variance of a minibatch gradient where there is noise.
 
     Safeguards: the rule uses :math:`h_{\max}(1 + \text{stability\_margin})`,
     so that a curvature up to that much above the estimate (Lanczos
@@ -120,9 +122,11 @@ def autotune(
     ``num_nonfinite``: its update is zero,
     and neither the statistics nor the velocity see it.
 
-    Small batches defeat it: gradient noise inflates the
-    secants and drives the gradients-only rate towards zero, and the Lanczos
-    path's Polyak rate ignores the noise (measurements on the Tuning page).
+    Small batches defeat the gradients-only path: gradient noise inflates
+    the secants and drives its rate towards zero. The Lanczos path tunes for
+    the noise, more cautiously than the best grid point (measurements on the
+    Tuning page). ``value_fn`` must be the loss whose gradients are passed:
+    a gradient change that its Hessian cannot explain counts as noise.
 
     Conventions: ``"sutskever"`` keeps :math:`v_t` as above. ``"pytorch"``
     keeps :math:`b_t = v_t / (-\eta_t)` in gradient units, with
