@@ -8,11 +8,13 @@ heavy-ball step with :func:`momentax.momentum` in the chosen convention.
 """
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from momentax import _curvature, _statistics
@@ -23,12 +25,20 @@ from momentax._single_step import single_step
 from momentax._trees import check_like, check_params
 
 
-def _check_positive(name: str, value: Any, *, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a Python float; got {value!r}.")
-    if not (0 < value < high) or math.isnan(value):
-        raise ValueError(f"{name} must be in (0, {high:g}); got {value!r}.")
+def _real(name: str, value: Any) -> float:
+    """``value`` as a float, if it is a real number (Python or NumPy), not a bool."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a float (a Python or NumPy number); got {value!r}."
+        )
     return float(value)
+
+
+def _check_positive(name: str, value: Any, *, high: float = math.inf) -> float:
+    number = _real(name, value)
+    if not (0 < number < high) or math.isnan(number):
+        raise ValueError(f"{name} must be in (0, {high:g}); got {value!r}.")
+    return number
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -218,10 +228,7 @@ def autotune(
         raise ValueError(
             f"max_condition_number must be > 1; got {max_condition_number!r}."
         )
-    if isinstance(stability_margin, bool) or not isinstance(
-        stability_margin, int | float
-    ):
-        raise TypeError(f"stability_margin must be a float; got {stability_margin!r}.")
+    stability_margin = _real("stability_margin", stability_margin)
     if not (0 <= stability_margin < math.inf):
         raise ValueError(f"stability_margin must be >= 0; got {stability_margin!r}.")
     decay = _check_positive("decay", decay, high=1.0)
@@ -356,7 +363,12 @@ def autotune(
             initial_learning_rate,
             max_growth * previous.learning_rate,
         ).astype(previous.learning_rate.dtype)
-        learning_rate = jnp.where(ranged, jnp.minimum(rule.learning_rate, cap), cap)
+        # Without a curvature yet (zero gradients or steps: no secant), there is
+        # no rule to grow towards: the rate holds.
+        held = jnp.where(
+            previous.count == 0, initial_learning_rate, previous.learning_rate
+        ).astype(previous.learning_rate.dtype)
+        learning_rate = jnp.where(ranged, jnp.minimum(rule.learning_rate, cap), held)
         return state._replace(
             learning_rate=learning_rate,
             momentum=jnp.where(ranged, rule.momentum, 0),

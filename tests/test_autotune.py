@@ -421,6 +421,20 @@ def test_first_step_is_the_probe_and_the_rate_at_most_doubles():
     assert np.all(np.isfinite(errs))
 
 
+def test_the_rate_holds_while_no_curvature_is_measured():
+    # Zero gradients give zero steps and no secant: the warm-up must not double
+    # the rate at each of them and then take a 2**20 times larger first step.
+    opt, update = jitted_update("sutskever")
+    params, state = jnp.ones(6), opt.init(jnp.ones(6))
+    for _ in range(20):
+        updates, state = update(jnp.zeros(6), state, params)
+        np.testing.assert_array_equal(updates, np.zeros(6))
+    assert float(state.learning_rate) == pytest.approx(1e-3)
+    loss = quadratic(jnp.logspace(0, 1, 6))
+    updates, state = update(jax.grad(loss)(params), state, params)
+    assert float(state.learning_rate) == pytest.approx(1e-3)  # the probe's rate
+
+
 def test_learning_rate_respects_the_stability_bound_with_capped_momentum():
     # kappa = 1e6 needs mu = 0.996, above max_momentum = 0.9: the stability bound
     # 2 (1 + mu) / h_max then caps the rate (with the margin on h_max).
@@ -667,6 +681,22 @@ def test_shard_map_with_axis_name_equals_the_whole_batch(hvp):
 def test_bad_arguments_are_named(kwargs, error, message):
     with pytest.raises(error, match=message):
         momentax.autotune(**kwargs)
+
+
+def test_numpy_scalars_are_accepted_and_nan_is_not():
+    opt = momentax.autotune(
+        initial_learning_rate=np.float32(0.01),
+        max_growth=np.int64(3),
+        max_momentum=np.float64(0.9),
+        stability_margin=np.float32(0.2),
+        window=np.int32(5),
+    )
+    state = opt.init(jnp.ones(2))
+    opt.update(jnp.ones(2), state, jnp.ones(2))  # traces with the plain floats
+    with pytest.raises(ValueError, match="max_momentum must be in"):
+        momentax.autotune(max_momentum=np.float32("nan"))
+    with pytest.raises(TypeError, match="decay must be a float"):
+        momentax.autotune(decay=np.bool_(True))
 
 
 def test_bad_update_calls_are_named():
