@@ -354,8 +354,8 @@ def autotune(
         ranged = h_max > 0
         safe_max = jnp.where(ranged, h_max, 1) * (1 + stability_margin)
         safe_min = jnp.where(ranged, h_min, 1)
-        # Lanczos's range tunes with the noise that its h_max does not explain
-        # (C would count heavy ball's oscillation too): see the docstring.
+        # Lanczos's range tunes with the noise that its L does not explain (the
+        # gradients' C would count heavy ball's oscillation too).
         noise = jnp.where(by_hessian, _statistics.path_noise(state, decay), variance)
         rule = single_step(safe_max, safe_min, noise, distance, max_momentum)
         cap = jnp.where(

@@ -20,7 +20,9 @@ class AutotuneState(NamedTuple):
         momentum: :math:`\mu_t` of the last step.
         max_curvature: :math:`h_{\max}` that the last step was tuned for.
         min_curvature: :math:`h_{\min}` that the last step was tuned for.
-        variance: :math:`C`, the gradient variance estimate of the last step.
+        variance: :math:`C`, the variance the last step was tuned with: the
+            gradients' EMA variance, or with ``value_fn`` the noise estimate
+            of ``noise_mean``.
         distance: :math:`D`, the distance-to-minimum estimate of the last step.
         heavy_ball: The state of the :func:`momentax.momentum` chain that
             applies the step; it holds the ``velocity``.
@@ -34,9 +36,10 @@ class AutotuneState(NamedTuple):
         curvature_min_mean: The EMA of the window's smallest curvature.
         curvature_mean: The EMA of the secant curvature.
         noise_mean: The EMA of :math:`\max(0, \lVert g_t - g_{t-1}\rVert^2 -
-            (h_{\max} \lVert s_t\rVert)^2) / 2`, the part of the gradient
-            change that no curvature up to :math:`h_{\max}` explains: the
-            noise variance that the Lanczos path tunes with.
+            (L \lVert s_t\rVert)^2) / 2` with :math:`L` = ``hessian_max``, the
+            part of the gradient change that no curvature up to Lanczos's
+            estimate explains: the noise variance that the Lanczos path tunes
+            with (without ``value_fn``, :math:`L = 0` and it is unused).
         hessian_max: The last Lanczos estimate of :math:`L` (0: none yet).
         hessian_min: The last Lanczos estimate of :math:`m` (0: none yet).
         top_vector: The top Ritz vector, Lanczos's warm start (zeros: none).

@@ -15,11 +15,11 @@ average is kept as :math:`a_n = \beta a_{n-1} + (1 - \beta) x_n` from
 * Gradient variance :math:`C = \widehat{\lVert g\rVert^2} - \lVert\hat g\rVert^2`,
   the summed per-coordinate variance, with one param-sized buffer (:math:`\hat g`).
 * Noise variance along the path: the EMA of :math:`\max(0, \lVert g_t -
-  g_{t-1}\rVert^2 - (h_{\max}\lVert s_t\rVert)^2) / 2`. On a quadratic whose
-  curvatures are at most :math:`h_{\max}`, :math:`\lVert H s_t\rVert \le
-  h_{\max}\lVert s_t\rVert`, so the excess is the noise of the two gradients,
-  :math:`2C` in expectation; heavy ball's own oscillation adds nothing, as it
-  does to :math:`C` below.
+  g_{t-1}\rVert^2 - (L\lVert s_t\rVert)^2) / 2`, with :math:`L` the last
+  Lanczos estimate. On a quadratic whose curvatures are at most :math:`L`,
+  :math:`\lVert H s_t\rVert \le L\lVert s_t\rVert`, so the excess is the
+  noise of the two gradients, :math:`2C` in expectation; heavy ball's own
+  oscillation adds nothing to it, as it does to :math:`C` above.
 * Distance to the minimum :math:`D = \widehat{\lVert g\rVert} / \hat h`, the
   average gradient norm over the average curvature (:math:`\lVert g\rVert =
   \lVert H(\theta - \theta^*)\rVert` on a quadratic).
