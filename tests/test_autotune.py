@@ -481,8 +481,6 @@ def test_secants_overrule_a_lanczos_estimate_below_the_path_curvature():
     assert float(loss(params)) < 0.1 * float(loss(jnp.ones(6)))
 
 
-# With HVPs: a Lanczos compile of its own (4 s on 2 cores), slow tier.
-@pytest.mark.parametrize("hvp", [False, pytest.param(True, marks=pytest.mark.slow)])
 def noisy_quadratic_run(noisy, steps=1000):
     """autotune with value_fn on h_i = 1/i (100 dims), gradient noise covariance H."""
     spectrum = 1.0 / jnp.arange(1.0, 101.0)
@@ -521,6 +519,8 @@ def test_with_value_fn_the_noise_is_what_the_hessian_does_not_explain(noisy):
         assert float(state.variance) == 0.0
 
 
+# With HVPs: a Lanczos compile of its own (4 s on 2 cores), slow tier.
+@pytest.mark.parametrize("hvp", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_non_convex_loss_never_gives_nan(hvp):
     def loss(p):
         return jnp.sum(jnp.cos(3 * p)) + 0.01 * jnp.sum(p**4)

@@ -36,9 +36,9 @@ BLOCKS = [block for page in [ROOT / "README.md", *PAGES] for block in _blocks(pa
 SLOW_BLOCKS = {
     "docs/main-job.md:144": "runs the main job's comparison, every contender for "
     "450 epochs (tests/test_cli.py runs the main job)",
-    "docs/tuning.md:17": "compiles estimate_curvature's Lanczos loop and takes 100 "
-    "steps op by op (its doctest and tests/test_curvature.py run it)",
-    "docs/tuning.md:57": "compiles autotune with value_fn, Lanczos on Hessian-vector "
+    "docs/tuning.md:17": "compiles estimate_curvature's Lanczos loop and a training "
+    "step (its doctest and tests/test_curvature.py run it)",
+    "docs/tuning.md:64": "compiles autotune with value_fn, Lanczos on Hessian-vector "
     "products (tests/test_autotune.py runs it)",
     "docs/training.md:207": "compiles a loss of 100 leaves, packed, for 300 steps "
     "(tests/test_packing.py trains packed params)",
