@@ -23,7 +23,7 @@ TARGETS: dict[str, float] = {
     "overhead, gradients only: time per step / momentum()'s": 1.05,
     "overhead, with HVPs: time per step / momentum()'s": 1.25,
 }
-"""Each target's threshold on a ratio (at most), from issue 23's Targets."""
+"""Each target's threshold on a ratio (at most)."""
 
 _QUADRATIC_FACTOR = {AUTOTUNE_HVP: 1.5, AUTOTUNE: 3.0}
 _OVERHEAD_FACTOR = {AUTOTUNE: 1.05, AUTOTUNE_HVP: 1.25}

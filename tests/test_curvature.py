@@ -8,7 +8,7 @@ import pytest
 
 import momentax
 
-# The issue's target problem: a diagonal quadratic, 1000 eigenvalues log-spaced
+# The tuning targets' problem: a diagonal quadratic, 1000 eigenvalues log-spaced
 # in [1, 1000].
 SPECTRUM = jnp.logspace(0, 3, 1000)
 

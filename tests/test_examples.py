@@ -40,7 +40,7 @@ def test_autotune_quadratic_prints_the_tuning_page_figures():
         for line in lines
         if line.startswith("autotune")
     }
-    # The targets: <= 1.5x Polyak's steps with HVPs, <= 3x without.
+    # The tuning targets: <= 1.5x Polyak's steps with HVPs, <= 3x without.
     assert ratios["autotune with value_fn"] <= 1.5
     assert ratios["autotune, gradients"] <= 3.0
     assert sum(line.startswith("noisy quadratic") for line in lines) == 3
