@@ -161,6 +161,26 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(manager, layout, conven
         assert velocity["w"].sharding.is_equivalent_to(resumed.params["w"].sharding, 2)
 
 
+def test_a_target_sharding_that_cannot_hold_the_shape_is_named_not_damage(manager):
+    if len(CPUS) < 2:
+        pytest.skip("needs the CPU devices of tests/conftest.py")
+    saved = {"w": jnp.arange(3.0), "b": jnp.zeros(4)}
+    manager.save(1, saved)
+    mesh = jax.make_mesh((2,), ("x",), axis_types=(AxisType.Auto,), devices=CPUS[:2])
+    halves = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
+    target = {
+        "w": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=halves),  # 3 / 2
+        "b": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=halves),
+    }
+    with pytest.raises(ValueError, match="target's sharding of w cannot hold") as e:
+        manager.restore(target)
+    assert "damaged" not in str(e.value)
+    # The checkpoint is intact: a target that fits restores it.
+    target["w"] = jax.ShapeDtypeStruct((3,), jnp.float32)
+    restored = manager.restore(target)
+    np.testing.assert_array_equal(restored["w"], saved["w"])
+
+
 def test_restore_into_another_sharding(manager):
     opt = optimizer("pytorch")
     sharded, replicated = placement("fully_sharded"), placement("data_parallel")

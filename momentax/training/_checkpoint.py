@@ -275,7 +275,9 @@ class CheckpointManager:
             FileNotFoundError: If the directory has no checkpoint, or none of
                 ``step`` (the message lists the steps there are).
             ValueError: If the checkpoint does not fit ``target`` (every
-                difference listed, nothing read) or is damaged or incomplete.
+                difference listed, nothing read), a target sharding cannot
+                hold its leaf's shape (the leaf named, nothing read), or the
+                checkpoint is damaged or incomplete.
             TypeError: If a leaf of ``target`` is not an array or a number.
         """
         self._orbax.wait_until_finished()
@@ -297,6 +299,7 @@ class CheckpointManager:
         treedef, names, targets, saved = tree_record.fitted_leaves(
             record, target, where
         )
+        tree_record.check_shardings(names, saved, targets)
         values = self._read(step, where, treedef, saved, targets)
         checked = [(n, v) for n, v in zip(names, values, strict=True) if n in expected]
         found = checksum.across_processes(

@@ -213,6 +213,25 @@ def _sharding(target: Any) -> Any:
     return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
+def check_shardings(names: list[str], saved: list[Record], targets: list[Any]) -> None:
+    """Refuses a target leaf whose sharding cannot hold the saved shape.
+
+    Checked before Orbax reads anything, so that the error names the leaf and
+    the target, not the checkpoint (which is intact).
+    """
+    for name, leaf, target in zip(names, saved, targets, strict=True):
+        if not isinstance(target, jax.ShapeDtypeStruct) or target.sharding is None:
+            continue  # an Array's sharding holds its shape, the saved one
+        shape = tuple(leaf["shape"])
+        try:
+            target.sharding.shard_shape(shape)
+        except ValueError as error:
+            raise ValueError(
+                f"the target's sharding of {shown(name)} cannot hold its shape "
+                f"{shape}: {error}. Give the target a sharding that divides it."
+            ) from None
+
+
 def abstract_leaf(saved: Record, target: Any) -> Any:
     """What a saved leaf is read as: its saved dtype, in the target's sharding."""
     dtype = np.dtype(saved["dtype"])
