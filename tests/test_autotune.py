@@ -423,7 +423,7 @@ def test_first_step_is_the_probe_and_the_rate_at_most_doubles():
 
 def test_the_rate_holds_while_no_curvature_is_measured():
     # Zero gradients give zero steps and no secant: the warm-up must not double
-    # the rate at each of them and then take a 2**20 times larger first step.
+    # the rate at each of them and then take a 2**19 times larger first step.
     opt, update = jitted_update("sutskever")
     params, state = jnp.ones(6), opt.init(jnp.ones(6))
     for _ in range(20):
