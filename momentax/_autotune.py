@@ -8,13 +8,11 @@ heavy-ball step with :func:`momentax.momentum` in the chosen convention.
 """
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from momentax import _curvature, _statistics
@@ -25,17 +23,8 @@ from momentax._single_step import single_step
 from momentax._trees import check_like, check_params
 
 
-def _real(name: str, value: Any) -> float:
-    """``value`` as a float, if it is a real number (Python or NumPy), not a bool."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a float (a Python or NumPy number); got {value!r}."
-        )
-    return float(value)
-
-
 def _check_positive(name: str, value: Any, *, high: float = math.inf) -> float:
-    number = _real(name, value)
+    number = hp.check_real(name, value)
     if not (0 < number < high) or math.isnan(number):
         raise ValueError(f"{name} must be in (0, {high:g}); got {value!r}.")
     return number
@@ -228,7 +217,7 @@ def autotune(
         raise ValueError(
             f"max_condition_number must be > 1; got {max_condition_number!r}."
         )
-    stability_margin = _real("stability_margin", stability_margin)
+    stability_margin = hp.check_real("stability_margin", stability_margin)
     if not (0 <= stability_margin < math.inf):
         raise ValueError(f"stability_margin must be >= 0; got {stability_margin!r}.")
     decay = _check_positive("decay", decay, high=1.0)

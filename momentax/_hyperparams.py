@@ -296,6 +296,15 @@ def check_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> jnp.dtype
     return result
 
 
+def check_real(name: str, value: Any) -> float:
+    """``value`` as a float, if it is a real number (Python or NumPy), not a bool."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a float (a Python or NumPy number); got {value!r}."
+        )
+    return float(value)
+
+
 def check_integer(name: str, value: Any, low: int) -> int:
     """``value`` as an int, if it is an integer (Python or NumPy) >= ``low``."""
     try:
