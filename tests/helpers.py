@@ -1,6 +1,7 @@
 """Shared test fixtures: pytrees, gradient streams, devices and step loops."""
 
 import importlib
+import importlib.util
 import itertools
 import os
 from collections.abc import Callable, Sequence
@@ -34,6 +35,18 @@ def optional_import(name: str) -> Any:
         if REQUIRE_OPTIONAL:
             raise
         return None
+
+
+def optional_present(name: str) -> bool:
+    """Whether an optional test dependency is installed (fails under CI if not).
+
+    Unlike optional_import, it does not import it (torch takes seconds).
+    """
+    if importlib.util.find_spec(name) is not None:
+        return True
+    if REQUIRE_OPTIONAL:
+        raise ImportError(f"{name} is required (MOMENTAX_REQUIRE_OPTIONAL is set)")
+    return False
 
 
 def _gpu() -> jax.Device | None:

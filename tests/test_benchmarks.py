@@ -34,10 +34,10 @@ from benchmarks import _contenders as c
 from benchmarks._sections import SECTIONS
 from benchmarks._targets import TARGETS, evaluate, optax_ratios
 from benchmarks._timing import summarize
-from tests.helpers import REQUIRE_OPTIONAL, optional_import, subprocess_env
+from tests.helpers import REQUIRE_OPTIONAL, optional_present, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH = optional_import("torch")
+HAS_TORCH = optional_present("torch")
 STEP_CONTENDERS = (
     {
         "momentax sutskever",
@@ -127,7 +127,7 @@ def test_the_step_sections_ran_again_with_the_fusion_flag(quick):
 def test_every_contender_is_timed_at_every_size_and_tree(quick, flag):
     _, results, _ = quick
     expected = set(STEP_CONTENDERS)
-    if TORCH is not None or REQUIRE_OPTIONAL:
+    if HAS_TORCH or REQUIRE_OPTIONAL:
         expected |= {"torch foreach", "torch fused"}
     if HAS_CC or REQUIRE_OPTIONAL:
         expected.add(c.ONE_PASS)
@@ -217,7 +217,7 @@ def test_memory_rows_and_targets_are_reported(quick):
         "torch fused / momentax fit, per step on 1000 x 1000 leaves",
         "one jitted momentax call / torch fused, on 1000 x 1000 leaves",
     }
-    if (TORCH is not None and HAS_CC) or REQUIRE_OPTIONAL:
+    if (HAS_TORCH and HAS_CC) or REQUIRE_OPTIONAL:
         assert names == {target.name for target in TARGETS} - larger
     assert {
         "momentax / optax.sgd, the same update",

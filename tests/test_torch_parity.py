@@ -9,6 +9,7 @@ with references elsewhere: optax.sgd (test_reference.py) and the float64 NumPy
 rule under Hypothesis (test_properties.py).
 """
 
+import importlib
 import itertools
 
 import chex
@@ -21,7 +22,9 @@ import pytest
 import momentax
 from tests import helpers
 
-torch = helpers.optional_import("torch")
+# torch is imported by the tests that run it (it takes seconds; every pytest-xdist
+# worker collects this file).
+HAS_TORCH = helpers.optional_present("torch")
 
 STEPS = 50
 SCHEDULE = helpers.warmup_then_decay
@@ -37,7 +40,7 @@ VALID = [
 INVALID = [o for o in OPTIONS if o not in VALID]
 
 pytestmark = pytest.mark.skipif(
-    torch is None, reason="torch is not installed: pip install torch==2.13.0"
+    not HAS_TORCH, reason="torch is not installed: pip install torch==2.13.0"
 )
 
 
@@ -66,6 +69,7 @@ def _grid():
 
 def _torch_run(options, params, grads, schedule):
     """Runs torch.optim.SGD with the learning rate set from ``schedule`` each step."""
+    torch = importlib.import_module("torch")
     dtype = {jnp.float32: torch.float32, jnp.float64: torch.float64}[
         jax.tree.leaves(params)[0].dtype.type
     ]
@@ -130,6 +134,7 @@ def test_sutskever_convention_matches_torch_at_constant_lr(options, device):
 
 @pytest.mark.parametrize("options", INVALID)
 def test_both_reject_the_same_combinations(options):
+    torch = importlib.import_module("torch")
     with pytest.raises(ValueError):
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, **options)
     with pytest.raises(ValueError, match="nesterov"):
