@@ -13,6 +13,9 @@ temporary bytes, bits): they hold for the jaxlib they were written for,
 :data:`CODEGEN_JAXLIB`, and are skipped on any other.
 """
 
+import pathlib
+import re
+
 import jax
 import jaxlib
 import pytest
@@ -24,6 +27,25 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 # The jaxlib whose compiler output the codegen tier asserts. On a new jaxlib,
 # run `pytest -m codegen` under it, check each difference, and update this.
 CODEGEN_JAXLIB = "0.10.2"
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject.toml's addopts) for a selection with slow tests: none.
+
+    The slow tier starts processes of its own (children, multi-process
+    training, timed benchmarks), so it runs one test at a time, in this
+    process. A mark expression selects slow tests when it is empty or names
+    ``slow`` other than as ``not slow``. So does a run of one file: under
+    ``--dist loadfile`` one worker would run it all. Otherwise (None)
+    pytest-xdist's own count, one worker per core.
+    """
+    expression = config.getoption("markexpr") or ""
+    if not expression.strip() or re.search(r"(?<!not )\bslow\b", expression):
+        return 0
+    files = {arg.split("::")[0] for arg in config.args}
+    if len(files) == 1 and pathlib.Path(config.invocation_params.dir, *files).is_file():
+        return 0
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
