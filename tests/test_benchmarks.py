@@ -642,6 +642,8 @@ def test_every_target_judges_a_registered_section():
     assert len({target.name for target in TARGETS}) == len(TARGETS)
 
 
+# Rewrites every committed report and figure (about 9 s): slow tier.
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", sorted(p.name for p in COMMITTED.iterdir()))
 def test_committed_results_are_what_the_writer_makes_of_their_json(folder, tmp_path):
     """``--report`` rewrites the committed tables, targets and plots unchanged."""

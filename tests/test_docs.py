@@ -53,6 +53,12 @@ SLOW_BLOCKS = {
     "docs/frameworks.md:73": "trains a Flax NNX model with fit",
     "docs/frameworks.md:215": "trains an Equinox model",
     "docs/frameworks.md:252": "trains an Equinox model with fit",
+    "docs/frameworks.md:170": "trains a Flax Linen model with fit",
+    "docs/scaling.md:233": "checkpoints a Flax TrainState "
+    "(tests/test_checkpoint_flax.py resumes one)",
+    # torch's import alone takes seconds.
+    "docs/conventions.md:111": "steps torch.optim.SGD beside momentax "
+    "(tests/test_torch_parity.py compares them on every option)",
 }
 
 

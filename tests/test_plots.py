@@ -16,6 +16,10 @@ from momentax import tasks
 from momentax.tasks import _plot_curves, _plot_surface, _plotting
 from momentax.tasks._plot_style import shown
 
+# Building the main job's figures runs its tasks and matplotlib (about 13 s
+# on 2 cores): an end-to-end check, in the slow tier.
+pytestmark = pytest.mark.slow
+
 STATE = {}
 
 
