@@ -49,11 +49,11 @@ SLOW_BLOCKS = {
     # Flax and Equinox: importing them and tracing their models takes seconds
     # (tests/test_checkpoint_flax.py trains a Linen TrainState).
     "docs/frameworks.md:123": "trains a Flax Linen model with a TrainState",
+    "docs/frameworks.md:170": "trains a Flax Linen model with fit",
     "docs/frameworks.md:28": "trains a Flax NNX model",
     "docs/frameworks.md:73": "trains a Flax NNX model with fit",
     "docs/frameworks.md:215": "trains an Equinox model",
     "docs/frameworks.md:252": "trains an Equinox model with fit",
-    "docs/frameworks.md:170": "trains a Flax Linen model with fit",
     "docs/scaling.md:233": "checkpoints a Flax TrainState "
     "(tests/test_checkpoint_flax.py resumes one)",
     # torch's import alone takes seconds.
